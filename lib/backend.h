@@ -1,0 +1,90 @@
+/* The operations table every backend implements (dav1d DSP-table / ggml
+ * backend pattern). The model graph (graph.c) is written once against this
+ * table; the CPU backend (cpu/) and the CUDA backend (kernels/) fill it.
+ *
+ * All tensors are row-major float32 buffers owned by the backend (host
+ * memory for the CPU, device memory for CUDA); `rows` counts tokens. */
+#ifndef BSQ_BACKEND_H
+#define BSQ_BACKEND_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "bsq.h"
+
+typedef struct bsq_backend bsq_backend;
+
+/* One attention call: `batch` independent sequences, each with nq query
+ * rows and nk key/value rows, `heads` heads of `head_dim`. Row r of sequence
+ * b of q starts at q + (b * q_seq + r) * q_stride (same for k, v, out with
+ * their strides). Query row i sits at absolute position q_offset + i; with
+ * block-causal masking (block > 0) it sees keys [0, (pos / block + 1) *
+ * block), otherwise all nk. */
+typedef struct bsq_attention_args {
+    const float *q, *k, *v;
+    float *out;
+    size_t q_stride, kv_stride, out_stride; /* floats between rows */
+    size_t q_seq, kv_seq, out_seq;          /* rows between sequences */
+    int batch, nq, nk, heads, head_dim;
+    int block;                              /* tokens per frame, 0 = full */
+    int q_offset;
+    float scale;
+} bsq_attention_args;
+
+typedef struct bsq_backend_ops {
+    const char *name;
+    int host_memory; /* buffers are host memory: model weights are used in place */
+    void (*destroy)(bsq_backend *be);
+
+    /* memory */
+    float *(*alloc)(bsq_backend *be, size_t count); /* NULL on failure */
+    void (*free)(bsq_backend *be, float *p);
+    void (*upload)(bsq_backend *be, float *dst, const float *src, size_t count);
+    void (*download)(bsq_backend *be, float *dst, const float *src, size_t count);
+    /* Finishes all queued work; returns non-zero with a message on failure. */
+    bsq_status (*sync)(bsq_backend *be, bsq_error *err);
+
+    /* y[rows][n] = x[rows][k] * w[n][k]^T (+ bias[n] when not NULL) */
+    void (*linear)(bsq_backend *be, const float *x, const float *w, const float *bias, float *y,
+                   size_t rows, int k, int n);
+    /* y = LayerNorm(x) * w + b over the last dimension d (y may equal x) */
+    void (*layernorm)(bsq_backend *be, const float *x, const float *w, const float *b, float *y,
+                      size_t rows, int d, float eps);
+    void (*gelu)(bsq_backend *be, float *x, size_t count);  /* exact, erf form */
+    void (*tanh)(bsq_backend *be, float *x, size_t count);
+    void (*add)(bsq_backend *be, float *y, const float *x, size_t count); /* y += x */
+    /* x[b][t][j][:] += pos[j][:] + (tpos ? tpos[t0 + t][:] : 0) for each of
+     * `seqs` sequences of `frames` frames of `tokens` tokens */
+    void (*add_pos)(bsq_backend *be, float *x, const float *pos, const float *tpos, int seqs,
+                    int frames, int tokens, int d, int t0);
+    void (*attention)(bsq_backend *be, const bsq_attention_args *a);
+    /* pixels [seqs][3][frames][H][W] (H = gh*p, W = gw*p) -> tokens
+     * [seqs][frames][gh][gw][3*p*p], channel-major inside a patch */
+    void (*patchify)(bsq_backend *be, const float *pix, float *tok, int seqs, int frames, int gh,
+                     int gw, int p);
+    /* the inverse, clamping to [-1, 1] when `clamp` is set */
+    void (*unpatchify)(bsq_backend *be, const float *tok, float *pix, int seqs, int frames, int gh,
+                       int gw, int p, int clamp);
+    /* dst[r][0..cols) = src[r][0..cols) for `rows` rows with the given strides */
+    void (*copy2d)(bsq_backend *be, float *dst, size_t dst_stride, const float *src,
+                   size_t src_stride, size_t rows, size_t cols);
+    /* BSQ: z = v / max(||v||, 1e-12) per row of L (written to z when not
+     * NULL), codes = (z > 0 ? 1 : -1) / sqrt(L) written in place of v, and
+     * the MSB-first index of each row to idx (host memory, rows entries). */
+    void (*quantize)(bsq_backend *be, float *v, float *z, uint64_t *idx, size_t rows, int L);
+    /* codes[rows][L] = (bit ? 1 : -1) / sqrt(L) from MSB-first indices */
+    void (*dequantize)(bsq_backend *be, const uint64_t *idx, float *codes, size_t rows, int L);
+} bsq_backend_ops;
+
+struct bsq_backend {
+    const bsq_backend_ops *ops;
+};
+
+/* Backends that exist in this build. */
+bsq_status bsq_backend_cpu_create(int threads, bsq_backend **out, bsq_error *err);
+bsq_status bsq_backend_cuda_create(int device, bsq_backend **out, bsq_error *err);
+
+/* Opens the backend a device string asks for ("auto", "cpu", "cuda[:N]"). */
+bsq_status bsq_backend_open(const char *device, int threads, bsq_backend **out, bsq_error *err);
+
+#endif

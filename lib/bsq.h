@@ -1,0 +1,190 @@
+/* libbsq: BSQ-ViT image and video tokenizer (binary spherical quantization).
+ *
+ * One public header. Every handle is opaque; every call that can fail returns
+ * a bsq_status and, when `err` is not NULL, fills it with a printable message.
+ * The library keeps no global mutable state: all state lives in handles.
+ *
+ * Pixels: planar float, layout [batch][3][frames][height][width], RGB in
+ * [-1, 1] (x = rgb8 / 127.5 - 1), or interleaved RGB24 through the _rgb8 calls.
+ * Tokens: L bits each, held as MSB-first integer indices (dimension 0 is the
+ * most significant bit), ordered batch, frame, tile row, tile column, grid
+ * row, grid column.
+ */
+#ifndef BSQ_H
+#define BSQ_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define BSQ_VERSION_MAJOR 0
+#define BSQ_VERSION_MINOR 1
+#define BSQ_VERSION_PATCH 0
+
+typedef enum bsq_status {
+    BSQ_OK = 0,
+    BSQ_ERR_INVALID_ARGUMENT = 1, /* a caller passed something out of range */
+    BSQ_ERR_IO = 2,               /* open/read/write/mmap failed */
+    BSQ_ERR_FORMAT = 3,           /* a file is malformed, truncated or corrupt */
+    BSQ_ERR_MODEL = 4,            /* missing, extra or mis-shaped tensor; bad config */
+    BSQ_ERR_NOMEM = 5,
+    BSQ_ERR_UNSUPPORTED = 6,      /* valid but not handled (dtype, feature) */
+    BSQ_ERR_DEVICE = 7            /* the requested device is unavailable */
+} bsq_status;
+
+typedef struct bsq_error {
+    bsq_status code;
+    char message[512];
+} bsq_error;
+
+/* A static English name for a status ("invalid argument", ...). */
+const char *bsq_status_string(bsq_status status);
+/* The library version as "MAJOR.MINOR.PATCH". */
+const char *bsq_version(void);
+
+/* ------------------------------------------------------------------------ */
+/* Model                                                                     */
+
+typedef struct bsq_config {
+    int image_height, image_width; /* the model's grid, in pixels */
+    int patch_size;
+    int width;                     /* D */
+    int layers;                    /* per stack (encoder and decoder each) */
+    int heads;
+    int mlp_dim;                   /* width * mlp_ratio */
+    int decoder_ffn_dim;           /* F */
+    int L;                         /* bits per token, 1..64 */
+    int group_size;                /* g, divides L */
+    int num_frames;                /* 1 for image models */
+    int block_causal;              /* 1: block-causal over frames, 0: full */
+    float layer_norm_eps;
+} bsq_config;
+
+typedef struct bsq_model bsq_model;
+
+typedef enum bsq_dtype { BSQ_F32 = 0, BSQ_F16 = 1, BSQ_BF16 = 2 } bsq_dtype;
+
+/* Opens a model: a safetensors file (configuration in
+ * __metadata__["config"]) or a checkpoint in the official PyTorch layout
+ * (torch.save zip), told apart by content. `hints` (may be NULL) supplies
+ * hyperparameters a checkpoint's shapes cannot reveal (heads, mask, frames)
+ * when the file does not carry them; fields left 0 are unset. */
+bsq_status bsq_model_open(const char *path, const bsq_config *hints,
+                          bsq_model **out, bsq_error *err);
+void bsq_model_close(bsq_model *model);
+const bsq_config *bsq_model_config(const bsq_model *model);
+/* Writes the model as safetensors in the official key layout, with its
+ * configuration in the metadata; tensors stored as `dtype`. Written to a
+ * temporary name and renamed, so a failed save leaves nothing behind. */
+bsq_status bsq_model_save(const bsq_model *model, const char *path,
+                          bsq_dtype dtype, bsq_error *err);
+
+/* ------------------------------------------------------------------------ */
+/* Context: a backend, its threads and scratch memory. Use one per thread.   */
+
+typedef struct bsq_context bsq_context;
+
+typedef struct bsq_context_options {
+    int threads;        /* 0: all online CPUs */
+    const char *device; /* "auto", "cpu", "cuda", "cuda:N"; NULL = "auto" */
+} bsq_context_options;
+
+bsq_status bsq_context_create(const bsq_model *model,
+                              const bsq_context_options *options,
+                              bsq_context **out, bsq_error *err);
+void bsq_context_destroy(bsq_context *ctx);
+/* "cpu" or "cuda:N". */
+const char *bsq_context_device(const bsq_context *ctx);
+
+/* ------------------------------------------------------------------------ */
+/* Tokens                                                                    */
+
+typedef struct bsq_token_layout {
+    int L;
+    int batch;
+    int frames;
+    int tiles_y, tiles_x;  /* 1 x 1 when the input has the model's size */
+    int grid_h, grid_w;    /* tokens per tile: model size / patch size */
+    int height, width;     /* pixel size the tokens decode to */
+    size_t count;          /* batch*frames*tiles_y*tiles_x*grid_h*grid_w */
+} bsq_token_layout;
+
+typedef struct bsq_tokens bsq_tokens;
+
+/* An empty token array of a given layout (count is computed), for decoding
+ * tokens that come from elsewhere. */
+bsq_status bsq_tokens_create(const bsq_token_layout *layout, bsq_tokens **out,
+                             bsq_error *err);
+void bsq_tokens_free(bsq_tokens *tokens);
+const bsq_token_layout *bsq_tokens_layout(const bsq_tokens *tokens);
+/* The MSB-first integer index of every token (layout.count entries). */
+const uint64_t *bsq_tokens_indices(const bsq_tokens *tokens);
+uint64_t *bsq_tokens_indices_mut(bsq_tokens *tokens);
+/* Bits as 0/1 bytes, count * L of them. */
+void bsq_tokens_get_bits(const bsq_tokens *tokens, uint8_t *bits);
+bsq_status bsq_tokens_set_bits(bsq_tokens *tokens, const uint8_t *bits,
+                               bsq_error *err);
+/* Group indices: each token split into L/g groups of g consecutive
+ * dimensions, each an MSB-first integer in [0, 2^g); count * (L/g) values.
+ * g must divide L and be at most 32. */
+bsq_status bsq_tokens_get_groups(const bsq_tokens *tokens, int g,
+                                 uint32_t *groups, bsq_error *err);
+bsq_status bsq_tokens_set_groups(bsq_tokens *tokens, int g,
+                                 const uint32_t *groups, bsq_error *err);
+
+/* ------------------------------------------------------------------------ */
+/* Encode and decode whole images and clips                                  */
+
+/* pixels [batch][3][frames][height][width] in [-1,1]. Any height and width:
+ * inputs that are not the model's size are split into tiles of the model's
+ * size (edge padding) and the layout records the tiling. 1 <= frames <=
+ * num_frames. */
+bsq_status bsq_encode(bsq_context *ctx, const float *pixels, int batch,
+                      int frames, int height, int width, bsq_tokens **out,
+                      bsq_error *err);
+/* The continuous, L2-normalised latents z before binarisation, in token
+ * order, count * L floats; optional (NULL: not returned). */
+bsq_status bsq_encode_latents(bsq_context *ctx, const float *pixels,
+                              int batch, int frames, int height, int width,
+                              bsq_tokens **out, float *z, bsq_error *err);
+/* pixels receives [batch][3][frames][height][width], clamped to [-1,1]. */
+bsq_status bsq_decode(bsq_context *ctx, const bsq_tokens *tokens,
+                      float *pixels, bsq_error *err);
+
+/* Interleaved RGB24 images (one frame), `stride` bytes per row. */
+bsq_status bsq_encode_rgb8(bsq_context *ctx, const uint8_t *rgb, int width,
+                           int height, size_t stride, bsq_tokens **out,
+                           bsq_error *err);
+bsq_status bsq_decode_rgb8(bsq_context *ctx, const bsq_tokens *tokens,
+                           uint8_t *rgb, size_t stride, bsq_error *err);
+
+/* ------------------------------------------------------------------------ */
+/* Streaming video: one frame at a time, with a key/value cache. Exact for
+ * block-causal models (equal to encoding the whole clip). After num_frames
+ * frames a new block starts by itself.                                      */
+
+typedef struct bsq_stream bsq_stream;
+typedef enum bsq_stream_mode { BSQ_STREAM_ENCODE = 0, BSQ_STREAM_DECODE = 1 } bsq_stream_mode;
+
+bsq_status bsq_stream_create(bsq_context *ctx, bsq_stream_mode mode,
+                             int height, int width, bsq_stream **out,
+                             bsq_error *err);
+void bsq_stream_destroy(bsq_stream *stream);
+/* Starts a new block-causal block at the next frame. */
+void bsq_stream_restart(bsq_stream *stream);
+/* Index of the next frame inside the current block (0..num_frames-1). */
+int bsq_stream_position(const bsq_stream *stream);
+/* frame [3][height][width] in [-1,1] -> the frame's tokens (frames = 1). */
+bsq_status bsq_stream_encode(bsq_stream *stream, const float *frame,
+                             bsq_tokens **out, bsq_error *err);
+/* One frame's tokens -> frame [3][height][width]. */
+bsq_status bsq_stream_decode(bsq_stream *stream, const bsq_tokens *tokens,
+                             float *frame, bsq_error *err);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

@@ -1,0 +1,77 @@
+#include "context.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cpu/cpu.h"
+#include "error.h"
+
+bsq_status bsq_context_create(const bsq_model *model, const bsq_context_options *options,
+                              bsq_context **out, bsq_error *err)
+{
+    if (!model || !out)
+        return bsq_fail(err, BSQ_ERR_INVALID_ARGUMENT, "bsq_context_create: NULL argument");
+    if (model->cfg.width / model->cfg.heads > BSQ_ATT_MAX_HEAD_DIM)
+        return bsq_fail(err, BSQ_ERR_UNSUPPORTED, "head dimension %d exceeds %d",
+                        model->cfg.width / model->cfg.heads, BSQ_ATT_MAX_HEAD_DIM);
+    bsq_context *ctx = calloc(1, sizeof *ctx);
+    if (!ctx)
+        return bsq_fail(err, BSQ_ERR_NOMEM, "out of memory");
+    ctx->model = model;
+    int threads = options ? options->threads : 0;
+    bsq_status st = bsq_backend_open(options ? options->device : NULL, threads, &ctx->be, err);
+    if (st != BSQ_OK) {
+        free(ctx);
+        return st;
+    }
+    const float *base = model->data;
+    if (!ctx->be->ops->host_memory) {
+        ctx->weights = ctx->be->ops->alloc(ctx->be, model->total);
+        if (!ctx->weights) {
+            bsq_context_destroy(ctx);
+            return bsq_fail(err, BSQ_ERR_NOMEM, "cannot allocate %zu MB of device memory for weights",
+                            model->total * 4 >> 20);
+        }
+        ctx->be->ops->upload(ctx->be, ctx->weights, model->data, model->total);
+        base = ctx->weights;
+    }
+    if ((st = bsq_model_bind(model, base, &ctx->w, err)) != BSQ_OK) {
+        bsq_context_destroy(ctx);
+        return st;
+    }
+    snprintf(ctx->device, sizeof ctx->device, "%s", ctx->be->ops->name);
+    *out = ctx;
+    return BSQ_OK;
+}
+
+void bsq_context_destroy(bsq_context *ctx)
+{
+    if (!ctx)
+        return;
+    if (ctx->be) {
+        if (ctx->ws)
+            ctx->be->ops->free(ctx->be, ctx->ws);
+        if (ctx->weights)
+            ctx->be->ops->free(ctx->be, ctx->weights);
+        ctx->be->ops->destroy(ctx->be);
+    }
+    bsq_model_w_free(&ctx->w);
+    free(ctx);
+}
+
+const char *bsq_context_device(const bsq_context *ctx) { return ctx->device; }
+
+bsq_status bsq_context_workspace(bsq_context *ctx, size_t count, float **out, bsq_error *err)
+{
+    if (count > ctx->ws_len) {
+        if (ctx->ws)
+            ctx->be->ops->free(ctx->be, ctx->ws);
+        ctx->ws = ctx->be->ops->alloc(ctx->be, count);
+        ctx->ws_len = ctx->ws ? count : 0;
+        if (!ctx->ws)
+            return bsq_fail(err, BSQ_ERR_NOMEM, "cannot allocate a %zu MB workspace", count * 4 >> 20);
+    }
+    *out = ctx->ws;
+    return BSQ_OK;
+}

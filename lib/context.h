@@ -1,0 +1,22 @@
+/* A context: one backend instance, the model's weights as that backend sees
+ * them, and a growable workspace. */
+#ifndef BSQ_CONTEXT_H
+#define BSQ_CONTEXT_H
+
+#include "backend.h"
+#include "model.h"
+
+struct bsq_context {
+    const bsq_model *model;
+    bsq_backend *be;
+    float *weights;  /* backend copy of the parameter block (NULL: host) */
+    bsq_model_w w;   /* the weights the graph reads */
+    float *ws;       /* workspace, ws_len floats */
+    size_t ws_len;
+    char device[32];
+};
+
+/* Ensures the workspace holds at least `count` floats. */
+bsq_status bsq_context_workspace(bsq_context *ctx, size_t count, float **out, bsq_error *err);
+
+#endif

@@ -1,0 +1,286 @@
+/* The CPU backend's operations table. Work is split into fixed-size tasks
+ * (independent of the thread count) and run on the pool. */
+#ifdef HAVE_CONFIG_H
+#include "config.h"
+#endif
+
+#include <cblas.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "cpu.h"
+#include "error.h"
+
+#define SPAN 16384 /* elements per task for elementwise ops */
+#define ROWS 16    /* rows per task for row-wise ops */
+
+static bsq_pool *pool_of(bsq_backend *be) { return ((bsq_cpu *)be)->pool; }
+
+static float *cpu_alloc(bsq_backend *be, size_t count)
+{
+    (void)be;
+    if (count > SIZE_MAX / sizeof(float) - 64)
+        return NULL;
+    return aligned_alloc(64, (count * sizeof(float) + 63) & ~(size_t)63);
+}
+
+static void cpu_free(bsq_backend *be, float *p)
+{
+    (void)be;
+    free(p);
+}
+
+static void cpu_copy(bsq_backend *be, float *dst, const float *src, size_t count)
+{
+    (void)be;
+    if (dst != src)
+        memcpy(dst, src, count * sizeof(float));
+}
+
+static bsq_status cpu_sync(bsq_backend *be, bsq_error *err)
+{
+    (void)be;
+    (void)err;
+    return BSQ_OK;
+}
+
+/* ---- row-wise LayerNorm ---- */
+typedef struct {
+    const float *x, *w, *b;
+    float *y;
+    size_t rows;
+    int d;
+    float eps;
+} ln_job;
+
+static void ln_task(void *arg, size_t task, int thread)
+{
+    (void)thread;
+    const ln_job *j = arg;
+    size_t r1 = (task + 1) * ROWS < j->rows ? (task + 1) * ROWS : j->rows;
+    for (size_t r = task * ROWS; r < r1; r++)
+        bsq_cpu_layernorm_row(j->x + r * (size_t)j->d, j->w, j->b, j->y + r * (size_t)j->d, j->d,
+                              j->eps);
+}
+
+static void cpu_layernorm(bsq_backend *be, const float *x, const float *w, const float *b,
+                          float *y, size_t rows, int d, float eps)
+{
+    ln_job j = {x, w, b, y, rows, d, eps};
+    bsq_pool_run(pool_of(be), (rows + ROWS - 1) / ROWS, ln_task, &j);
+}
+
+/* ---- elementwise ---- */
+typedef struct {
+    float *y;
+    const float *x;
+    size_t n;
+    int kind; /* 0 gelu, 1 tanh, 2 add */
+} ew_job;
+
+static void ew_task(void *arg, size_t task, int thread)
+{
+    (void)thread;
+    const ew_job *j = arg;
+    size_t i0 = task * SPAN, n = j->n - i0 < SPAN ? j->n - i0 : SPAN;
+    float *y = j->y + i0;
+    if (j->kind == 0) {
+        bsq_cpu_gelu_span(y, n);
+    } else if (j->kind == 1) {
+        bsq_cpu_tanh_span(y, n);
+    } else {
+        const float *x = j->x + i0;
+        for (size_t i = 0; i < n; i++)
+            y[i] += x[i];
+    }
+}
+
+static void run_ew(bsq_backend *be, float *y, const float *x, size_t n, int kind)
+{
+    ew_job j = {y, x, n, kind};
+    bsq_pool_run(pool_of(be), (n + SPAN - 1) / SPAN, ew_task, &j);
+}
+
+static void cpu_gelu(bsq_backend *be, float *x, size_t n) { run_ew(be, x, NULL, n, 0); }
+static void cpu_tanh(bsq_backend *be, float *x, size_t n) { run_ew(be, x, NULL, n, 1); }
+static void cpu_add(bsq_backend *be, float *y, const float *x, size_t n) { run_ew(be, y, x, n, 2); }
+
+static void cpu_add_pos(bsq_backend *be, float *x, const float *pos, const float *tpos, int seqs,
+                        int frames, int tokens, int d, int t0)
+{
+    (void)be;
+    for (int s = 0; s < seqs; s++)
+        for (int t = 0; t < frames; t++)
+            for (int j = 0; j < tokens; j++) {
+                float *row = x + (((size_t)s * frames + t) * tokens + j) * d;
+                const float *p = pos + (size_t)j * d;
+                const float *tp = tpos ? tpos + (size_t)(t0 + t) * d : NULL;
+                for (int c = 0; c < d; c++)
+                    row[c] += p[c] + (tp ? tp[c] : 0.0f);
+            }
+}
+
+/* ---- patches ---- */
+static void cpu_patchify(bsq_backend *be, const float *pix, float *tok, int seqs, int frames,
+                         int gh, int gw, int p)
+{
+    (void)be;
+    const size_t H = (size_t)gh * p, W = (size_t)gw * p, plane = (size_t)frames * H * W;
+    const size_t P3 = 3 * (size_t)p * p;
+    for (int s = 0; s < seqs; s++)
+        for (int t = 0; t < frames; t++)
+            for (int gy = 0; gy < gh; gy++)
+                for (int gx = 0; gx < gw; gx++) {
+                    float *o = tok + ((((size_t)s * frames + t) * gh + gy) * gw + gx) * P3;
+                    for (int c = 0; c < 3; c++)
+                        for (int r = 0; r < p; r++) {
+                            const float *src = pix + (size_t)s * 3 * plane + c * plane +
+                                               ((size_t)t * H + (size_t)gy * p + r) * W +
+                                               (size_t)gx * p;
+                            memcpy(o + ((size_t)c * p + r) * p, src, (size_t)p * sizeof(float));
+                        }
+                }
+}
+
+static void unpatch(const float *tok, float *pix, int seqs, int frames, int gh, int gw, int p,
+                    int clamp)
+{
+    const size_t H = (size_t)gh * p, W = (size_t)gw * p, plane = (size_t)frames * H * W;
+    const size_t P3 = 3 * (size_t)p * p;
+    for (int s = 0; s < seqs; s++)
+        for (int t = 0; t < frames; t++)
+            for (int gy = 0; gy < gh; gy++)
+                for (int gx = 0; gx < gw; gx++) {
+                    const float *in = tok + ((((size_t)s * frames + t) * gh + gy) * gw + gx) * P3;
+                    for (int c = 0; c < 3; c++)
+                        for (int r = 0; r < p; r++) {
+                            float *dst = pix + (size_t)s * 3 * plane + c * plane +
+                                         ((size_t)t * H + (size_t)gy * p + r) * W + (size_t)gx * p;
+                            const float *src = in + ((size_t)c * p + r) * p;
+                            for (int x = 0; x < p; x++) {
+                                float v = src[x];
+                                dst[x] = clamp ? (v < -1.0f ? -1.0f : v > 1.0f ? 1.0f : v) : v;
+                            }
+                        }
+                }
+}
+
+static void cpu_unpatchify(bsq_backend *be, const float *tok, float *pix, int seqs, int frames,
+                           int gh, int gw, int p, int clamp)
+{
+    (void)be;
+    unpatch(tok, pix, seqs, frames, gh, gw, p, clamp);
+}
+
+static void cpu_copy2d(bsq_backend *be, float *dst, size_t dst_stride, const float *src,
+                       size_t src_stride, size_t rows, size_t cols)
+{
+    (void)be;
+    for (size_t r = 0; r < rows; r++)
+        memcpy(dst + r * dst_stride, src + r * src_stride, cols * sizeof(float));
+}
+
+/* ---- BSQ ---- */
+static void cpu_quantize(bsq_backend *be, float *v, float *z, uint64_t *idx, size_t rows, int L)
+{
+    (void)be;
+    const float code = 1.0f / sqrtf((float)L);
+    for (size_t r = 0; r < rows; r++) {
+        float *row = v + r * (size_t)L;
+        float ss = 0.0f;
+        for (int d = 0; d < L; d++)
+            ss += row[d] * row[d];
+        float norm = sqrtf(ss);
+        float inv = 1.0f / (norm > 1e-12f ? norm : 1e-12f);
+        uint64_t index = 0;
+        for (int d = 0; d < L; d++) {
+            float u = row[d] * inv;
+            if (z)
+                z[r * (size_t)L + d] = u;
+            uint64_t bit = u > 0.0f; /* exactly zero is the code -1 */
+            index = index << 1 | bit;
+            row[d] = bit ? code : -code;
+        }
+        idx[r] = index;
+    }
+}
+
+static void cpu_dequantize(bsq_backend *be, const uint64_t *idx, float *codes, size_t rows, int L)
+{
+    (void)be;
+    const float code = 1.0f / sqrtf((float)L);
+    for (size_t r = 0; r < rows; r++)
+        for (int d = 0; d < L; d++)
+            codes[r * (size_t)L + d] = (idx[r] >> (L - 1 - d)) & 1 ? code : -code;
+}
+
+static void cpu_destroy(bsq_backend *be);
+
+static const bsq_backend_ops cpu_ops = {
+    .name = "cpu",
+    .host_memory = 1,
+    .destroy = cpu_destroy,
+    .alloc = cpu_alloc,
+    .free = cpu_free,
+    .upload = cpu_copy,
+    .download = cpu_copy,
+    .sync = cpu_sync,
+    .linear = bsq_cpu_linear,
+    .layernorm = cpu_layernorm,
+    .gelu = cpu_gelu,
+    .tanh = cpu_tanh,
+    .add = cpu_add,
+    .add_pos = cpu_add_pos,
+    .attention = bsq_cpu_attention,
+    .patchify = cpu_patchify,
+    .unpatchify = cpu_unpatchify,
+    .copy2d = cpu_copy2d,
+    .quantize = cpu_quantize,
+    .dequantize = cpu_dequantize,
+};
+
+static void cpu_destroy(bsq_backend *be)
+{
+    bsq_cpu *cpu = (bsq_cpu *)be;
+    if (!cpu)
+        return;
+    bsq_pool_destroy(cpu->pool);
+    if (cpu->scratch)
+        for (int i = 0; i < cpu->threads; i++)
+            free(cpu->scratch[i]);
+    free(cpu->scratch);
+    free(cpu);
+}
+
+bsq_status bsq_backend_cpu_create(int threads, bsq_backend **out, bsq_error *err)
+{
+    if (threads <= 0) {
+        long n = sysconf(_SC_NPROCESSORS_ONLN);
+        threads = n > 0 ? (int)n : 1;
+    }
+    if (threads > 1024)
+        return bsq_fail(err, BSQ_ERR_INVALID_ARGUMENT, "%d threads is too many", threads);
+#ifdef HAVE_OPENBLAS_SET_NUM_THREADS
+    /* our pool parallelises; OpenBLAS's own threads would fight it */
+    openblas_set_num_threads(1);
+#endif
+    bsq_cpu *cpu = calloc(1, sizeof *cpu);
+    if (!cpu)
+        return bsq_fail(err, BSQ_ERR_NOMEM, "out of memory");
+    cpu->base.ops = &cpu_ops;
+    cpu->threads = threads;
+    cpu->scratch_len = BSQ_ATT_QB * BSQ_ATT_KB + BSQ_ATT_QB * BSQ_ATT_MAX_HEAD_DIM + 2 * BSQ_ATT_QB;
+    cpu->scratch = calloc((size_t)threads, sizeof *cpu->scratch);
+    cpu->pool = bsq_pool_create(threads);
+    int ok = cpu->scratch && cpu->pool;
+    for (int i = 0; ok && i < threads; i++)
+        ok = (cpu->scratch[i] = aligned_alloc(64, cpu->scratch_len * sizeof(float))) != NULL;
+    if (!ok) {
+        cpu_destroy(&cpu->base);
+        return bsq_fail(err, BSQ_ERR_NOMEM, "cannot create %d CPU threads", threads);
+    }
+    *out = &cpu->base;
+    return BSQ_OK;
+}

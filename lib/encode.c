@@ -1,0 +1,241 @@
+/* Whole images and clips of any size: split into tiles of the model's size,
+ * run in chunks of sequences through the graph, reorder tokens from engine
+ * order (batch, tile, frame, token) to layout order (batch, frame, tile,
+ * token), and blend decoded tiles back together. */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "context.h"
+#include "error.h"
+#include "graph.h"
+#include "tiling.h"
+#include "tokens.h"
+
+typedef struct {
+    int B, T, H, W;         /* input */
+    int th, tw, ny, nx, P;  /* tiles */
+    int seqs;               /* B * ny * nx */
+} plan;
+
+static bsq_status make_plan(const bsq_context *ctx, int batch, int frames, int height, int width,
+                            plan *p, bsq_error *err)
+{
+    const bsq_config *c = &ctx->model->cfg;
+    if (batch < 1 || frames < 1 || height < 1 || width < 1 || height > 1 << 16 || width > 1 << 16)
+        return bsq_fail(err, BSQ_ERR_INVALID_ARGUMENT, "bad input size %dx%d, %d frames, batch %d",
+                        width, height, frames, batch);
+    if (frames > c->num_frames)
+        return bsq_fail(err, BSQ_ERR_INVALID_ARGUMENT,
+                        "%d frames exceed the model's %d-frame block (use the stream API)", frames,
+                        c->num_frames);
+    p->B = batch;
+    p->T = frames;
+    p->H = height;
+    p->W = width;
+    p->th = c->image_height;
+    p->tw = c->image_width;
+    p->ny = bsq_tile_count(height, p->th);
+    p->nx = bsq_tile_count(width, p->tw);
+    p->P = (p->th / c->patch_size) * (p->tw / c->patch_size);
+    p->seqs = batch * p->ny * p->nx;
+    return BSQ_OK;
+}
+
+/* Engine sequence s = (b, tile) and frame t -> first token in layout order. */
+static size_t layout_offset(const plan *p, int s, int t)
+{
+    int tiles = p->ny * p->nx, b = s / tiles, tile = s % tiles;
+    return ((((size_t)b * p->T + t) * tiles) + tile) * p->P;
+}
+
+static bsq_status encode_impl(bsq_context *ctx, const float *pixels, int batch, int frames,
+                              int height, int width, bsq_tokens **out, float *z, bsq_error *err)
+{
+    if (!ctx || !pixels || !out)
+        return bsq_fail(err, BSQ_ERR_INVALID_ARGUMENT, "bsq_encode: NULL argument");
+    const bsq_config *c = &ctx->model->cfg;
+    plan p;
+    bsq_status st = make_plan(ctx, batch, frames, height, width, &p, err);
+    if (st != BSQ_OK)
+        return st;
+    bsq_token_layout lay = {.L = c->L, .batch = batch, .frames = frames, .tiles_y = p.ny,
+                            .tiles_x = p.nx, .grid_h = c->image_height / c->patch_size,
+                            .grid_w = c->image_width / c->patch_size, .height = height,
+                            .width = width};
+    bsq_tokens *tok;
+    if ((st = bsq_tokens_create(&lay, &tok, err)) != BSQ_OK)
+        return st;
+    const int chunk = bsq_graph_chunk(ctx, frames);
+    const size_t tile_px = (size_t)3 * frames * p.th * p.tw, img_px = (size_t)3 * frames * height * width;
+    const size_t seq_tok = (size_t)frames * p.P;
+    float *pix = malloc(tile_px * chunk * sizeof(float));
+    uint64_t *idx = malloc(seq_tok * chunk * sizeof(uint64_t));
+    float *zc = z ? malloc(seq_tok * chunk * c->L * sizeof(float)) : NULL;
+    if (!pix || !idx || (z && !zc)) {
+        st = bsq_fail(err, BSQ_ERR_NOMEM, "out of memory");
+        goto done;
+    }
+    for (int s0 = 0; s0 < p.seqs && st == BSQ_OK; s0 += chunk) {
+        int n = p.seqs - s0 < chunk ? p.seqs - s0 : chunk;
+        for (int i = 0; i < n; i++) {
+            int s = s0 + i, tiles = p.ny * p.nx, b = s / tiles, iy = (s % tiles) / p.nx,
+                ix = s % p.nx;
+            bsq_tile_extract(pixels + (size_t)b * img_px, frames, height, width,
+                             bsq_tile_pos(iy, p.ny, height, p.th), bsq_tile_pos(ix, p.nx, width, p.tw),
+                             p.th, p.tw, pix + (size_t)i * tile_px);
+        }
+        st = bsq_graph_encode(ctx, pix, n, frames, 0, NULL, idx, zc, NULL, err);
+        for (int i = 0; i < n && st == BSQ_OK; i++)
+            for (int t = 0; t < frames; t++) {
+                size_t dst = layout_offset(&p, s0 + i, t), src = ((size_t)i * frames + t) * p.P;
+                memcpy(tok->idx + dst, idx + src, p.P * sizeof(uint64_t));
+                if (z)
+                    memcpy(z + dst * c->L, zc + src * c->L, (size_t)p.P * c->L * sizeof(float));
+            }
+    }
+done:
+    free(pix);
+    free(idx);
+    free(zc);
+    if (st != BSQ_OK) {
+        bsq_tokens_free(tok);
+        return st;
+    }
+    *out = tok;
+    return BSQ_OK;
+}
+
+bsq_status bsq_encode(bsq_context *ctx, const float *pixels, int batch, int frames, int height,
+                      int width, bsq_tokens **out, bsq_error *err)
+{
+    return encode_impl(ctx, pixels, batch, frames, height, width, out, NULL, err);
+}
+
+bsq_status bsq_encode_latents(bsq_context *ctx, const float *pixels, int batch, int frames,
+                              int height, int width, bsq_tokens **out, float *z, bsq_error *err)
+{
+    return encode_impl(ctx, pixels, batch, frames, height, width, out, z, err);
+}
+
+/* Checks that tokens fit the context's model. */
+static bsq_status check_tokens(const bsq_context *ctx, const bsq_tokens *t, bsq_error *err)
+{
+    const bsq_config *c = &ctx->model->cfg;
+    const bsq_token_layout *l = &t->layout;
+    if (l->L != c->L || l->grid_h != c->image_height / c->patch_size ||
+        l->grid_w != c->image_width / c->patch_size)
+        return bsq_fail(err, BSQ_ERR_INVALID_ARGUMENT,
+                        "tokens (L=%d, grid %dx%d) do not match the model (L=%d, grid %dx%d)", l->L,
+                        l->grid_w, l->grid_h, c->L, c->image_width / c->patch_size,
+                        c->image_height / c->patch_size);
+    if (l->tiles_y != bsq_tile_count(l->height, c->image_height) ||
+        l->tiles_x != bsq_tile_count(l->width, c->image_width))
+        return bsq_fail(err, BSQ_ERR_INVALID_ARGUMENT,
+                        "a %dx%d image needs %dx%d tiles, the tokens have %dx%d", l->width,
+                        l->height, bsq_tile_count(l->width, c->image_width),
+                        bsq_tile_count(l->height, c->image_height), l->tiles_x, l->tiles_y);
+    if (c->L < 64)
+        for (size_t i = 0; i < l->count; i++)
+            if (t->idx[i] >> c->L)
+                return bsq_fail(err, BSQ_ERR_INVALID_ARGUMENT,
+                                "token %zu has index %llu, beyond %d bits", i,
+                                (unsigned long long)t->idx[i], c->L);
+    return BSQ_OK;
+}
+
+bsq_status bsq_decode(bsq_context *ctx, const bsq_tokens *tokens, float *pixels, bsq_error *err)
+{
+    if (!ctx || !tokens || !pixels)
+        return bsq_fail(err, BSQ_ERR_INVALID_ARGUMENT, "bsq_decode: NULL argument");
+    const bsq_token_layout *l = &tokens->layout;
+    plan p;
+    bsq_status st = check_tokens(ctx, tokens, err);
+    if (st != BSQ_OK ||
+        (st = make_plan(ctx, l->batch, l->frames, l->height, l->width, &p, err)) != BSQ_OK)
+        return st;
+    const int frames = p.T, chunk = bsq_graph_chunk(ctx, frames), tiles = p.ny * p.nx;
+    const size_t tile_px = (size_t)3 * frames * p.th * p.tw;
+    const size_t img_px = (size_t)3 * frames * p.H * p.W, seq_tok = (size_t)frames * p.P;
+    const int direct = tiles == 1 && p.H == p.th && p.W == p.tw;
+    float *pix = malloc(tile_px * chunk * sizeof(float));
+    uint64_t *idx = malloc(seq_tok * chunk * sizeof(uint64_t));
+    float *wsum = direct ? NULL : calloc((size_t)p.H * p.W, sizeof(float));
+    if (!pix || !idx || (!direct && !wsum)) {
+        st = bsq_fail(err, BSQ_ERR_NOMEM, "out of memory");
+        goto done;
+    }
+    if (!direct) {
+        memset(pixels, 0, img_px * p.B * sizeof(float));
+        bsq_tile_weight_map(wsum, p.H, p.W, p.th, p.tw); /* the same for every image */
+    }
+    for (int s0 = 0; s0 < p.seqs && st == BSQ_OK; s0 += chunk) {
+        int n = p.seqs - s0 < chunk ? p.seqs - s0 : chunk;
+        for (int i = 0; i < n; i++)
+            for (int t = 0; t < frames; t++)
+                memcpy(idx + ((size_t)i * frames + t) * p.P, tokens->idx + layout_offset(&p, s0 + i, t),
+                       p.P * sizeof(uint64_t));
+        float *dst = direct ? pixels + (size_t)s0 * img_px : pix;
+        st = bsq_graph_decode(ctx, idx, n, frames, 0, NULL, dst, NULL, err);
+        for (int i = 0; i < n && st == BSQ_OK && !direct; i++) {
+            int s = s0 + i, b = s / tiles;
+            bsq_tile_accumulate(pixels + (size_t)b * img_px, NULL, pix + (size_t)i * tile_px, frames,
+                                p.H, p.W, (s % tiles) / p.nx, p.ny, s % p.nx, p.nx, p.th, p.tw);
+        }
+    }
+    if (st == BSQ_OK && !direct)
+        for (int b = 0; b < p.B; b++)
+            for (size_t plane = 0; plane < (size_t)3 * frames; plane++) {
+                float *o = pixels + (size_t)b * img_px + plane * p.H * p.W;
+                for (size_t i = 0; i < (size_t)p.H * p.W; i++)
+                    o[i] /= wsum[i];
+            }
+done:
+    free(pix);
+    free(idx);
+    free(wsum);
+    return st;
+}
+
+bsq_status bsq_encode_rgb8(bsq_context *ctx, const uint8_t *rgb, int width, int height,
+                           size_t stride, bsq_tokens **out, bsq_error *err)
+{
+    if (!rgb || width < 1 || height < 1 || stride < (size_t)width * 3)
+        return bsq_fail(err, BSQ_ERR_INVALID_ARGUMENT, "bsq_encode_rgb8: bad image arguments");
+    size_t plane = (size_t)width * height;
+    float *pix = malloc(plane * 3 * sizeof(float));
+    if (!pix)
+        return bsq_fail(err, BSQ_ERR_NOMEM, "out of memory");
+    for (int y = 0; y < height; y++)
+        for (int x = 0; x < width; x++)
+            for (int c = 0; c < 3; c++)
+                pix[c * plane + (size_t)y * width + x] = rgb[y * stride + 3 * (size_t)x + c] / 127.5f - 1.0f;
+    bsq_status st = bsq_encode(ctx, pix, 1, 1, height, width, out, err);
+    free(pix);
+    return st;
+}
+
+bsq_status bsq_decode_rgb8(bsq_context *ctx, const bsq_tokens *tokens, uint8_t *rgb, size_t stride,
+                           bsq_error *err)
+{
+    if (!tokens || !rgb)
+        return bsq_fail(err, BSQ_ERR_INVALID_ARGUMENT, "bsq_decode_rgb8: NULL argument");
+    const bsq_token_layout *l = &tokens->layout;
+    if (l->batch != 1 || l->frames != 1 || stride < (size_t)l->width * 3)
+        return bsq_fail(err, BSQ_ERR_INVALID_ARGUMENT,
+                        "bsq_decode_rgb8 takes one image (batch 1, 1 frame) and a stride >= 3*width");
+    size_t plane = (size_t)l->width * l->height;
+    float *pix = malloc(plane * 3 * sizeof(float));
+    if (!pix)
+        return bsq_fail(err, BSQ_ERR_NOMEM, "out of memory");
+    bsq_status st = bsq_decode(ctx, tokens, pix, err);
+    for (int y = 0; st == BSQ_OK && y < l->height; y++)
+        for (int x = 0; x < l->width; x++)
+            for (int c = 0; c < 3; c++) {
+                float v = (pix[c * plane + (size_t)y * l->width + x] + 1.0f) * 127.5f;
+                v = v < 0.0f ? 0.0f : v > 255.0f ? 255.0f : v;
+                rgb[y * stride + 3 * (size_t)x + c] = (uint8_t)lrintf(v);
+            }
+    free(pix);
+    return st;
+}

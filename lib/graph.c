@@ -1,0 +1,213 @@
+#include "graph.h"
+
+#include <math.h>
+#include <string.h>
+
+#include "error.h"
+
+#define CHUNK_ROWS 8192 /* tokens per graph call: large enough for efficient GEMMs */
+
+typedef struct {
+    size_t rows;
+    int P, D, M, F, L, P3, T;
+    float *pix, *tok, *x, *h, *qkv, *att, *mlp, *v;
+} buffers;
+
+static size_t max_sz(size_t a, size_t b) { return a > b ? a : b; }
+
+static bsq_status setup(bsq_context *ctx, int seqs, int frames, buffers *b, bsq_error *err)
+{
+    const bsq_config *c = &ctx->model->cfg;
+    b->P = (c->image_height / c->patch_size) * (c->image_width / c->patch_size);
+    b->D = c->width;
+    b->M = c->mlp_dim;
+    b->F = c->decoder_ffn_dim;
+    b->L = c->L;
+    b->P3 = 3 * c->patch_size * c->patch_size;
+    b->T = frames;
+    b->rows = (size_t)seqs * frames * b->P;
+    size_t R = b->rows;
+    size_t need = R * ((size_t)b->P3 * 2 + (size_t)b->D * 6 + max_sz((size_t)b->M, (size_t)b->F) +
+                       (size_t)b->L) + 16 * 8;
+    float *ws;
+    bsq_status st = bsq_context_workspace(ctx, need, &ws, err);
+    if (st != BSQ_OK)
+        return st;
+    /* carve, keeping 64-byte alignment */
+#define CARVE(ptr, n) (ptr = ws, ws += ((n) + 15) & ~(size_t)15)
+    CARVE(b->pix, R * b->P3);
+    CARVE(b->tok, R * b->P3);
+    CARVE(b->x, R * b->D);
+    CARVE(b->h, R * b->D);
+    CARVE(b->qkv, R * 3 * b->D);
+    CARVE(b->att, R * b->D);
+    CARVE(b->mlp, R * max_sz((size_t)b->M, (size_t)b->F));
+    CARVE(b->v, R * b->L);
+#undef CARVE
+    return BSQ_OK;
+}
+
+int bsq_graph_chunk(const bsq_context *ctx, int frames)
+{
+    const bsq_config *c = &ctx->model->cfg;
+    int per = frames * (c->image_height / c->patch_size) * (c->image_width / c->patch_size);
+    int n = CHUNK_ROWS / per;
+    return n < 1 ? 1 : n;
+}
+
+bsq_status bsq_kv_init(bsq_context *ctx, bsq_kv *kv, int seqs, bsq_error *err)
+{
+    const bsq_config *c = &ctx->model->cfg;
+    size_t P = (size_t)(c->image_height / c->patch_size) * (c->image_width / c->patch_size);
+    memset(kv, 0, sizeof *kv);
+    kv->layers = c->layers;
+    kv->seqs = seqs;
+    kv->cap_frames = c->num_frames;
+    size_t n = (size_t)c->layers * 2 * seqs * c->num_frames * P * c->width;
+    if (n == 0)
+        return BSQ_OK;
+    kv->block = ctx->be->ops->alloc(ctx->be, n);
+    if (!kv->block)
+        return bsq_fail(err, BSQ_ERR_NOMEM, "cannot allocate a %zu MB key/value cache", n * 4 >> 20);
+    return BSQ_OK;
+}
+
+void bsq_kv_free(bsq_context *ctx, bsq_kv *kv)
+{
+    if (kv->block)
+        ctx->be->ops->free(ctx->be, kv->block);
+    memset(kv, 0, sizeof *kv);
+}
+
+/* x [seqs][T][P][D] through one transformer stack (spec §2, §3). */
+static void run_stack(bsq_context *ctx, const bsq_stack_w *sw, const buffers *b, int seqs, int t0,
+                      bsq_kv *kv)
+{
+    bsq_backend *be = ctx->be;
+    const bsq_backend_ops *op = be->ops;
+    const bsq_config *c = &ctx->model->cfg;
+    const int D = b->D, hd = D / c->heads;
+    const size_t R = b->rows, seq_rows = (size_t)b->T * b->P;
+    const float eps = c->layer_norm_eps;
+
+    op->add_pos(be, b->x, sw->pos, sw->tpos, seqs, b->T, b->P, D, t0);
+    op->layernorm(be, b->x, sw->ln_pre_w, sw->ln_pre_b, b->x, R, D, eps);
+    for (int l = 0; l < c->layers; l++) {
+        const bsq_block_w *bw = &sw->blocks[l];
+        op->layernorm(be, b->x, bw->ln1_w, bw->ln1_b, b->h, R, D, eps);
+        op->linear(be, b->h, bw->qkv_w, bw->qkv_b, b->qkv, R, D, 3 * D);
+
+        bsq_attention_args a = {
+            .q = b->qkv, .out = b->att,
+            .q_stride = 3 * (size_t)D, .out_stride = (size_t)D,
+            .q_seq = seq_rows, .out_seq = seq_rows,
+            .batch = seqs, .nq = (int)seq_rows, .heads = c->heads, .head_dim = hd,
+            .block = c->block_causal ? b->P : 0,
+            .scale = 1.0f / sqrtf((float)hd),
+        };
+        if (kv) {
+            /* append this call's keys and values after the cached frames */
+            size_t cap_rows = (size_t)kv->cap_frames * b->P;
+            float *kc = kv->block + (size_t)l * 2 * kv->seqs * cap_rows * D;
+            float *vc = kc + (size_t)kv->seqs * cap_rows * D;
+            for (int s = 0; s < seqs; s++) {
+                size_t dst = ((size_t)s * cap_rows + (size_t)t0 * b->P) * D;
+                const float *src = b->qkv + (size_t)s * seq_rows * 3 * D;
+                op->copy2d(be, kc + dst, D, src + D, 3 * (size_t)D, seq_rows, D);
+                op->copy2d(be, vc + dst, D, src + 2 * D, 3 * (size_t)D, seq_rows, D);
+            }
+            a.k = kc;
+            a.v = vc;
+            a.kv_stride = D;
+            a.kv_seq = cap_rows;
+            a.nk = (t0 + b->T) * b->P;
+            a.q_offset = t0 * b->P;
+        } else {
+            a.k = b->qkv + D;
+            a.v = b->qkv + 2 * D;
+            a.kv_stride = 3 * (size_t)D;
+            a.kv_seq = seq_rows;
+            a.nk = (int)seq_rows;
+            a.q_offset = 0;
+        }
+        op->attention(be, &a);
+        op->linear(be, b->att, bw->out_w, bw->out_b, b->h, R, D, D);
+        op->add(be, b->x, b->h, R * D);
+
+        op->layernorm(be, b->x, bw->ln2_w, bw->ln2_b, b->h, R, D, eps);
+        op->linear(be, b->h, bw->fc_w, bw->fc_b, b->mlp, R, D, b->M);
+        op->gelu(be, b->mlp, R * b->M);
+        op->linear(be, b->mlp, bw->proj_w, bw->proj_b, b->h, R, b->M, D);
+        op->add(be, b->x, b->h, R * D);
+    }
+    op->layernorm(be, b->x, sw->ln_post_w, sw->ln_post_b, b->x, R, D, eps);
+}
+
+static bsq_status check_frames(bsq_context *ctx, int seqs, int frames, int t0, bsq_kv *kv,
+                               bsq_error *err)
+{
+    const bsq_config *c = &ctx->model->cfg;
+    if (seqs < 1 || frames < 1 || t0 < 0 || t0 + frames > c->num_frames)
+        return bsq_fail(err, BSQ_ERR_INVALID_ARGUMENT,
+                        "frames %d..%d outside the model's %d-frame block", t0, t0 + frames - 1,
+                        c->num_frames);
+    if (t0 > 0 && (!kv || kv->seqs < seqs))
+        return bsq_fail(err, BSQ_ERR_INVALID_ARGUMENT, "frame offset %d needs a key/value cache", t0);
+    return BSQ_OK;
+}
+
+bsq_status bsq_graph_encode(bsq_context *ctx, const float *pix, int seqs, int frames, int t0,
+                            bsq_kv *kv, uint64_t *idx, float *z, const bsq_taps *taps,
+                            bsq_error *err)
+{
+    const bsq_config *c = &ctx->model->cfg;
+    bsq_backend *be = ctx->be;
+    const bsq_backend_ops *op = be->ops;
+    buffers b;
+    bsq_status st = check_frames(ctx, seqs, frames, t0, kv, err);
+    if (st != BSQ_OK || (st = setup(ctx, seqs, frames, &b, err)) != BSQ_OK)
+        return st;
+    const int gh = c->image_height / c->patch_size, gw = c->image_width / c->patch_size;
+
+    op->upload(be, b.pix, pix, b.rows * b.P3);
+    op->patchify(be, b.pix, b.tok, seqs, frames, gh, gw, c->patch_size);
+    op->linear(be, b.tok, ctx->w.embed_w, NULL, b.x, b.rows, b.P3, b.D);
+    run_stack(ctx, &ctx->w.enc, &b, seqs, t0, kv);
+    if (taps && taps->encoder_out)
+        op->download(be, taps->encoder_out, b.x, b.rows * b.D);
+    op->linear(be, b.x, ctx->w.quant_w, ctx->w.quant_b, b.v, b.rows, b.D, b.L);
+    if (taps && taps->pre_quant)
+        op->download(be, taps->pre_quant, b.v, b.rows * b.L);
+    /* z reuses the patch buffer, free by now */
+    op->quantize(be, b.v, z ? b.tok : NULL, idx, b.rows, b.L);
+    if (z)
+        op->download(be, z, b.tok, b.rows * b.L);
+    return op->sync(be, err);
+}
+
+bsq_status bsq_graph_decode(bsq_context *ctx, const uint64_t *idx, int seqs, int frames, int t0,
+                            bsq_kv *kv, float *pix, const bsq_taps *taps, bsq_error *err)
+{
+    const bsq_config *c = &ctx->model->cfg;
+    bsq_backend *be = ctx->be;
+    const bsq_backend_ops *op = be->ops;
+    buffers b;
+    bsq_status st = check_frames(ctx, seqs, frames, t0, kv, err);
+    if (st != BSQ_OK || (st = setup(ctx, seqs, frames, &b, err)) != BSQ_OK)
+        return st;
+    const int gh = c->image_height / c->patch_size, gw = c->image_width / c->patch_size;
+
+    op->dequantize(be, idx, b.v, b.rows, b.L);
+    op->linear(be, b.v, ctx->w.post_w, ctx->w.post_b, b.x, b.rows, b.L, b.D);
+    run_stack(ctx, &ctx->w.dec, &b, seqs, t0, kv);
+    op->linear(be, b.x, ctx->w.ffn_w, ctx->w.ffn_b, b.mlp, b.rows, b.D, b.F);
+    op->tanh(be, b.mlp, b.rows * b.F);
+    op->linear(be, b.mlp, ctx->w.out_w, ctx->w.out_b, b.tok, b.rows, b.F, b.P3);
+    if (taps && taps->decoder_out) {
+        op->unpatchify(be, b.tok, b.pix, seqs, frames, gh, gw, c->patch_size, 0);
+        op->download(be, taps->decoder_out, b.pix, b.rows * b.P3);
+    }
+    op->unpatchify(be, b.tok, b.pix, seqs, frames, gh, gw, c->patch_size, 1);
+    op->download(be, pix, b.pix, b.rows * b.P3);
+    return op->sync(be, err);
+}

@@ -1,0 +1,38 @@
+/* The BSQ-ViT forward pass, written once against the backend operations
+ * table (spec §1-§4). Inputs are sequences at the model's grid size; tiling
+ * and token ordering are the callers' business (encode.c, stream.c). */
+#ifndef BSQ_GRAPH_H
+#define BSQ_GRAPH_H
+
+#include "context.h"
+
+/* Key/value cache of one stack for streaming: per layer, K and V of
+ * `seqs` sequences with room for cap_frames frames, in backend memory. */
+typedef struct bsq_kv {
+    int layers, seqs, cap_frames;
+    float *block; /* one allocation: layers * 2 * seqs * cap_frames * P * D */
+} bsq_kv;
+
+bsq_status bsq_kv_init(bsq_context *ctx, bsq_kv *kv, int seqs, bsq_error *err);
+void bsq_kv_free(bsq_context *ctx, bsq_kv *kv);
+
+/* Optional host copies of intermediate tensors (for parity tests), each in
+ * engine order [seq][frame][token][...]. */
+typedef struct bsq_taps {
+    float *encoder_out, *pre_quant, *decoder_out; /* decoder_out: pixels before the clamp */
+} bsq_taps;
+
+/* pix: host [seqs][3][frames][H][W] at the model's size. Frames t0 ..
+ * t0+frames-1 of a block (t0 > 0 needs a cache holding frames 0..t0-1).
+ * Writes idx [seqs*frames*P] and, when not NULL, z [.. * L]. */
+bsq_status bsq_graph_encode(bsq_context *ctx, const float *pix, int seqs, int frames, int t0,
+                            bsq_kv *kv, uint64_t *idx, float *z, const bsq_taps *taps,
+                            bsq_error *err);
+/* The inverse: idx -> host pixels [seqs][3][frames][H][W], clamped. */
+bsq_status bsq_graph_decode(bsq_context *ctx, const uint64_t *idx, int seqs, int frames, int t0,
+                            bsq_kv *kv, float *pix, const bsq_taps *taps, bsq_error *err);
+
+/* Sequences per graph call that keep the workspace moderate. */
+int bsq_graph_chunk(const bsq_context *ctx, int frames);
+
+#endif

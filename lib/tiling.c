@@ -1,0 +1,79 @@
+#include "tiling.h"
+
+int bsq_tile_count(int total, int size) { return total <= size ? 1 : (total + size - 1) / size; }
+
+int bsq_tile_pos(int i, int n, int total, int size)
+{
+    if (n <= 1 || total <= size)
+        return 0;
+    /* round(i * (total - size) / (n - 1)) in integers */
+    long num = (long)i * (total - size);
+    return (int)((2 * num + (n - 1)) / (2 * (long)(n - 1)));
+}
+
+static int clampi(int v, int lo, int hi) { return v < lo ? lo : v > hi ? hi : v; }
+
+void bsq_tile_extract(const float *img, int T, int H, int W, int y0, int x0, int th, int tw,
+                      float *tile)
+{
+    for (int c = 0; c < 3; c++)
+        for (int t = 0; t < T; t++)
+            for (int y = 0; y < th; y++) {
+                const float *src = img + (((size_t)c * T + t) * H + clampi(y0 + y, 0, H - 1)) * W;
+                float *dst = tile + (((size_t)c * T + t) * th + y) * tw;
+                for (int x = 0; x < tw; x++)
+                    dst[x] = src[clampi(x0 + x, 0, W - 1)];
+            }
+}
+
+float bsq_tile_weight(int u, int i, int n, int total, int size)
+{
+    int p = bsq_tile_pos(i, n, total, size);
+    float w = 1.0f;
+    if (i > 0) { /* ramp up across the overlap with the previous tile */
+        int ov = bsq_tile_pos(i - 1, n, total, size) + size - p;
+        if (ov > 0 && u < ov)
+            w *= ((float)u + 0.5f) / (float)ov;
+    }
+    if (i < n - 1) { /* ramp down across the overlap with the next tile */
+        int next = bsq_tile_pos(i + 1, n, total, size);
+        int ov = p + size - next;
+        if (ov > 0 && u >= size - ov)
+            w *= ((float)(size - u) - 0.5f) / (float)ov;
+    }
+    return w;
+}
+
+void bsq_tile_accumulate(float *acc, float *wsum, const float *tile, int T, int H, int W, int iy,
+                         int ny, int ix, int nx, int th, int tw)
+{
+    const int y0 = bsq_tile_pos(iy, ny, H, th), x0 = bsq_tile_pos(ix, nx, W, tw);
+    const int yn = H - y0 < th ? H - y0 : th, xn = W - x0 < tw ? W - x0 : tw;
+    for (int y = 0; y < yn; y++) {
+        float wy = bsq_tile_weight(y, iy, ny, H, th);
+        for (int x = 0; x < xn; x++) {
+            float w = wy * bsq_tile_weight(x, ix, nx, W, tw);
+            if (wsum)
+                wsum[(size_t)(y0 + y) * W + x0 + x] += w;
+            for (int c = 0; c < 3; c++)
+                for (int t = 0; t < T; t++)
+                    acc[(((size_t)c * T + t) * H + y0 + y) * W + x0 + x] +=
+                        w * tile[(((size_t)c * T + t) * th + y) * tw + x];
+        }
+    }
+}
+
+void bsq_tile_weight_map(float *wsum, int H, int W, int th, int tw)
+{
+    const int ny = bsq_tile_count(H, th), nx = bsq_tile_count(W, tw);
+    for (size_t i = 0; i < (size_t)H * W; i++)
+        wsum[i] = 0.0f;
+    for (int iy = 0; iy < ny; iy++)
+        for (int ix = 0; ix < nx; ix++) {
+            const int y0 = bsq_tile_pos(iy, ny, H, th), x0 = bsq_tile_pos(ix, nx, W, tw);
+            for (int y = 0; y < th && y0 + y < H; y++)
+                for (int x = 0; x < tw && x0 + x < W; x++)
+                    wsum[(size_t)(y0 + y) * W + x0 + x] +=
+                        bsq_tile_weight(y, iy, ny, H, th) * bsq_tile_weight(x, ix, nx, W, tw);
+        }
+}
