@@ -71,7 +71,8 @@ typedef enum bsq_dtype { BSQ_F32 = 0, BSQ_F16 = 1, BSQ_BF16 = 2 } bsq_dtype;
  * __metadata__["config"]) or a checkpoint in the official PyTorch layout
  * (torch.save zip), told apart by content. `hints` (may be NULL) supplies
  * hyperparameters a checkpoint's shapes cannot reveal (heads, mask, frames)
- * when the file does not carry them; fields left 0 are unset. */
+ * when the file does not carry them; fields left 0 are unset, and in hints
+ * block_causal is 1 for block-causal, -1 for full attention. */
 bsq_status bsq_model_open(const char *path, const bsq_config *hints,
                           bsq_model **out, bsq_error *err);
 void bsq_model_close(bsq_model *model);

@@ -266,15 +266,20 @@ bsq_status bsq_model_open(const char *path, const bsq_config *hints, bsq_model *
         for (size_t i = 0; i < offsetof(bsq_config, block_causal) / sizeof(int); i++)
             if (!c[i])
                 c[i] = h[i];
-        if (cfg.block_causal < 0)
-            cfg.block_causal = hints->block_causal;
+        if (cfg.block_causal < 0 && hints->block_causal)
+            cfg.block_causal = hints->block_causal > 0; /* hints: 1 block-causal, -1 full */
         if (cfg.layer_norm_eps == 0)
             cfg.layer_norm_eps = hints->layer_norm_eps;
     }
     if ((st = bsq_config_complete(&cfg, &ts, err)) == BSQ_OK) {
+        if (cfg.block_causal < 0 && cfg.num_frames > 1)
+            st = bsq_fail(err, BSQ_ERR_MODEL,
+                          "a %d-frame video model without a recorded attention mask; give it "
+                          "(bsqcodec import --mask block-causal|none)", cfg.num_frames);
         if (cfg.block_causal < 0)
             cfg.block_causal = 0; /* image models attend fully */
-        st = bsq_model_from_tensors(&ts, &cfg, out, err);
+        if (st == BSQ_OK)
+            st = bsq_model_from_tensors(&ts, &cfg, out, err);
     }
     bsq_tensorset_free(&ts);
     if (st != BSQ_OK)

@@ -33,9 +33,9 @@ static inline float exp_poly(float x)
     p = p * f + 1.6666665459e-1f;
     p = p * f + 5.0000001201e-1f;
     p = p * f * f + f + 1.0f;
-    int32_t bits;
+    uint32_t bits;
     memcpy(&bits, &p, 4);
-    bits += ni << 23;
+    bits += (uint32_t)ni << 23; /* scale by 2^n: add n to the exponent field */
     memcpy(&p, &bits, 4);
     return p;
 }

@@ -1,0 +1,58 @@
+/* bsqcodec: command-line front end to libbsq. */
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "bsq.h"
+#include "commands.h"
+
+static const struct {
+    const char *name;
+    int (*run)(int, char **);
+    const char *summary;
+} commands[] = {
+    {"import", cmd_import, "convert an official PyTorch checkpoint to a safetensors model"},
+};
+
+void cli_error(const char *fmt, ...)
+{
+    va_list ap;
+    fputs("bsqcodec: ", stderr);
+    va_start(ap, fmt);
+    vfprintf(stderr, fmt, ap);
+    va_end(ap);
+    fputc('\n', stderr);
+}
+
+static void usage(FILE *f)
+{
+    fprintf(f,
+            "Usage: bsqcodec COMMAND [OPTIONS] [ARGS]\n"
+            "       bsqcodec --help | --version\n\n"
+            "BSQ-ViT image and video tokenizer.\n\nCommands:\n");
+    for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
+        fprintf(f, "  %-10s %s\n", commands[i].name, commands[i].summary);
+    fprintf(f, "\nRun 'bsqcodec COMMAND --help' for a command's options; see bsqcodec(1).\n");
+}
+
+int main(int argc, char **argv)
+{
+    if (argc < 2) {
+        usage(stderr);
+        return EXIT_USAGE;
+    }
+    if (!strcmp(argv[1], "--help") || !strcmp(argv[1], "-h")) {
+        usage(stdout);
+        return EXIT_OK;
+    }
+    if (!strcmp(argv[1], "--version")) {
+        printf("bsqcodec %s (libbsq %s)\n", PACKAGE_VERSION, bsq_version());
+        return EXIT_OK;
+    }
+    for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
+        if (!strcmp(argv[1], commands[i].name))
+            return commands[i].run(argc - 1, argv + 1);
+    cli_error("unknown command '%s'", argv[1]);
+    usage(stderr);
+    return EXIT_USAGE;
+}
