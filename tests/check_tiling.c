@@ -1,0 +1,234 @@
+/* Inputs of any size: tile placement, layouts, and tiled encode/decode
+ * agreeing with encoding each tile on its own. */
+#include <check.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "bsq.h"
+#include "testutil.h"
+#include "tiling.h"
+
+START_TEST(test_tile_placement_covers)
+{
+    const int sizes[] = {1, 7, 31, 32, 33, 63, 64, 65, 100, 403, 721, 1080, 1920};
+    const int tiles[] = {16, 32, 48, 256};
+    for (size_t a = 0; a < sizeof sizes / sizeof sizes[0]; a++)
+        for (size_t b = 0; b < sizeof tiles / sizeof tiles[0]; b++) {
+            int total = sizes[a], size = tiles[b], n = bsq_tile_count(total, size);
+            ck_assert_int_eq(n, total <= size ? 1 : (total + size - 1) / size);
+            ck_assert_int_eq(bsq_tile_pos(0, n, total, size), 0);
+            if (total >= size)
+                ck_assert_int_eq(bsq_tile_pos(n - 1, n, total, size) + size, total);
+            for (int i = 1; i < n; i++) { /* monotone, no gaps */
+                int p0 = bsq_tile_pos(i - 1, n, total, size), p1 = bsq_tile_pos(i, n, total, size);
+                ck_assert_int_gt(p1, p0);
+                ck_assert_int_le(p1, p0 + size);
+            }
+            float *w = malloc((size_t)total * sizeof(float));
+            bsq_tile_weight_map(w, 1, total, 1, size);
+            for (int x = 0; x < total; x++) /* ramps of neighbours sum to one */
+                ck_assert_msg(fabsf(w[x] - 1.0f) < 1e-5f, "total %d tile %d x %d weight %g", total,
+                              size, x, w[x]);
+            free(w);
+        }
+}
+END_TEST
+
+static bsq_model *open_model(const char *name)
+{
+    char *dir = tu_path(tu_data_dir(), "bsqvit-parity");
+    char *path = tu_path(dir, name);
+    bsq_model *m;
+    bsq_error err;
+    ck_assert_msg(bsq_model_open(path, NULL, &m, &err) == BSQ_OK, "%s", err.message);
+    free(path);
+    free(dir);
+    return m;
+}
+
+/* A WxH image (not the model's 48x32) -> the layout records the tiling, each
+ * tile's tokens equal encoding that tile alone, and decoding gives an image
+ * of the input size whose pixels away from overlaps equal the tile's own. */
+static void tiled_roundtrip(int W, int H)
+{
+    bsq_model *m = open_model("img32x48_w64_l2_L36g4.weights.safetensors");
+    const bsq_config *c = bsq_model_config(m);
+    const int th = c->image_height, tw = c->image_width;
+    bsq_context_options o = {.threads = 2, .device = "cpu"};
+    bsq_context *ctx;
+    bsq_error err;
+    ck_assert_int_eq(bsq_context_create(m, &o, &ctx, &err), BSQ_OK);
+    size_t plane = (size_t)W * H;
+    float *img = malloc(3 * plane * sizeof(float));
+    tu_fill_uniform(img, 3 * plane, (uint64_t)W * 1000 + H, -1, 1);
+    bsq_tokens *tok;
+    ck_assert_msg(bsq_encode(ctx, img, 1, 1, H, W, &tok, &err) == BSQ_OK, "%s", err.message);
+    const bsq_token_layout *l = bsq_tokens_layout(tok);
+    int ny = bsq_tile_count(H, th), nx = bsq_tile_count(W, tw);
+    ck_assert_int_eq(l->tiles_y, ny);
+    ck_assert_int_eq(l->tiles_x, nx);
+    ck_assert_int_eq(l->width, W);
+    ck_assert_int_eq(l->height, H);
+    size_t P = (size_t)l->grid_h * l->grid_w;
+    ck_assert_int_eq(l->count, (size_t)ny * nx * P);
+
+    float *tile = malloc((size_t)3 * th * tw * sizeof(float));
+    for (int iy = 0; iy < ny; iy++)
+        for (int ix = 0; ix < nx; ix++) {
+            bsq_tile_extract(img, 1, H, W, bsq_tile_pos(iy, ny, H, th), bsq_tile_pos(ix, nx, W, tw),
+                             th, tw, tile);
+            bsq_tokens *one;
+            ck_assert_int_eq(bsq_encode(ctx, tile, 1, 1, th, tw, &one, &err), BSQ_OK);
+            ck_assert_msg(memcmp(bsq_tokens_indices(one),
+                                 bsq_tokens_indices(tok) + ((size_t)iy * nx + ix) * P,
+                                 P * sizeof(uint64_t)) == 0,
+                          "%dx%d: tile (%d,%d) tokens differ from encoding it alone", W, H, iy, ix);
+            bsq_tokens_free(one);
+        }
+
+    float *out = malloc(3 * plane * sizeof(float));
+    ck_assert_msg(bsq_decode(ctx, tok, out, &err) == BSQ_OK, "%s", err.message);
+    for (size_t i = 0; i < 3 * plane; i++)
+        ck_assert(out[i] >= -1.0f && out[i] <= 1.0f);
+    /* top-left pixel belongs to tile (0,0) alone: equal to that tile's decode */
+    bsq_tile_extract(img, 1, H, W, 0, 0, th, tw, tile);
+    bsq_tokens *first;
+    ck_assert_int_eq(bsq_encode(ctx, tile, 1, 1, th, tw, &first, &err), BSQ_OK);
+    float *dec = malloc((size_t)3 * th * tw * sizeof(float));
+    ck_assert_int_eq(bsq_decode(ctx, first, dec, &err), BSQ_OK);
+    ck_assert(fabsf(out[0] - dec[0]) < 1e-6f);
+
+    /* rgb8 calls agree with the float path */
+    uint8_t *rgb = malloc(plane * 3), *back = malloc(plane * 3);
+    for (size_t i = 0; i < plane; i++)
+        for (int ch = 0; ch < 3; ch++)
+            rgb[i * 3 + ch] = (uint8_t)lrintf((img[ch * plane + i] + 1.0f) * 127.5f);
+    bsq_tokens *t8;
+    ck_assert_int_eq(bsq_encode_rgb8(ctx, rgb, W, H, (size_t)W * 3, &t8, &err), BSQ_OK);
+    ck_assert_int_eq(bsq_tokens_layout(t8)->count, l->count);
+    ck_assert_int_eq(bsq_decode_rgb8(ctx, t8, back, (size_t)W * 3, &err), BSQ_OK);
+    bsq_tokens_free(t8);
+
+    bsq_tokens_free(first);
+    bsq_tokens_free(tok);
+    free(rgb);
+    free(back);
+    free(dec);
+    free(out);
+    free(tile);
+    free(img);
+    bsq_context_destroy(ctx);
+    bsq_model_close(m);
+}
+
+START_TEST(test_tiled_odd_size) { tiled_roundtrip(101, 43); }
+END_TEST
+START_TEST(test_tiled_smaller_than_model) { tiled_roundtrip(20, 9); }
+END_TEST
+START_TEST(test_tiled_exact_multiple) { tiled_roundtrip(96, 64); }
+END_TEST
+
+START_TEST(test_batch_equals_single)
+{
+    bsq_model *m = open_model("img32_w64_l2_L18g9.weights.safetensors");
+    bsq_context_options o = {.threads = 2, .device = "cpu"};
+    bsq_context *ctx;
+    bsq_error err;
+    ck_assert_int_eq(bsq_context_create(m, &o, &ctx, &err), BSQ_OK);
+    const int B = 5, W = 50, H = 37;
+    size_t img = (size_t)3 * W * H;
+    float *x = malloc(B * img * sizeof(float));
+    tu_fill_uniform(x, B * img, 9, -1, 1);
+    bsq_tokens *all;
+    ck_assert_int_eq(bsq_encode(ctx, x, B, 1, H, W, &all, &err), BSQ_OK);
+    size_t per = bsq_tokens_layout(all)->count / B;
+    for (int b = 0; b < B; b++) {
+        bsq_tokens *one;
+        ck_assert_int_eq(bsq_encode(ctx, x + b * img, 1, 1, H, W, &one, &err), BSQ_OK);
+        ck_assert(memcmp(bsq_tokens_indices(one), bsq_tokens_indices(all) + b * per,
+                         per * sizeof(uint64_t)) == 0);
+        bsq_tokens_free(one);
+    }
+    bsq_tokens_free(all);
+    free(x);
+    bsq_context_destroy(ctx);
+    bsq_model_close(m);
+}
+END_TEST
+
+START_TEST(test_bad_arguments)
+{
+    bsq_model *m = open_model("img32_w64_l2_L18g9.weights.safetensors");
+    bsq_context *ctx;
+    bsq_error err;
+    ck_assert_int_eq(bsq_context_create(m, NULL, &ctx, &err), BSQ_OK);
+    float px[3 * 32 * 32] = {0};
+    bsq_tokens *t = NULL;
+    ck_assert_int_eq(bsq_encode(ctx, px, 1, 2, 32, 32, &t, &err), BSQ_ERR_INVALID_ARGUMENT);
+    ck_assert(strstr(err.message, "frame") != NULL);
+    ck_assert_int_eq(bsq_encode(ctx, px, 0, 1, 32, 32, &t, &err), BSQ_ERR_INVALID_ARGUMENT);
+    ck_assert_int_eq(bsq_encode(ctx, px, 1, 1, 0, 32, &t, &err), BSQ_ERR_INVALID_ARGUMENT);
+    ck_assert_int_eq(bsq_encode(ctx, NULL, 1, 1, 32, 32, &t, &err), BSQ_ERR_INVALID_ARGUMENT);
+    /* tokens of the wrong width, tiling or range are refused */
+    bsq_token_layout lay = {.L = 17, .batch = 1, .frames = 1, .tiles_y = 1, .tiles_x = 1,
+                            .grid_h = 4, .grid_w = 4, .height = 32, .width = 32};
+    ck_assert_int_eq(bsq_tokens_create(&lay, &t, &err), BSQ_OK);
+    ck_assert_int_eq(bsq_decode(ctx, t, px, &err), BSQ_ERR_INVALID_ARGUMENT);
+    bsq_tokens_free(t);
+    lay.L = 18;
+    lay.tiles_x = 2;
+    ck_assert_int_eq(bsq_tokens_create(&lay, &t, &err), BSQ_OK);
+    ck_assert_int_eq(bsq_decode(ctx, t, px, &err), BSQ_ERR_INVALID_ARGUMENT);
+    bsq_tokens_free(t);
+    lay.tiles_x = 1;
+    ck_assert_int_eq(bsq_tokens_create(&lay, &t, &err), BSQ_OK);
+    bsq_tokens_indices_mut(t)[3] = (uint64_t)1 << 18;
+    ck_assert_int_eq(bsq_decode(ctx, t, px, &err), BSQ_ERR_INVALID_ARGUMENT);
+    /* bits and groups round-trip, and bad values are refused */
+    uint8_t bits[16 * 18];
+    for (size_t i = 0; i < sizeof bits; i++)
+        bits[i] = (uint8_t)((i * 7 + 3) % 5 < 2);
+    ck_assert_int_eq(bsq_tokens_set_bits(t, bits, &err), BSQ_OK);
+    uint32_t g9[32], g1[16 * 18];
+    ck_assert_int_eq(bsq_tokens_get_groups(t, 9, g9, &err), BSQ_OK);
+    ck_assert_int_eq(bsq_tokens_get_groups(t, 1, g1, &err), BSQ_OK);
+    for (size_t i = 0; i < sizeof bits; i++)
+        ck_assert_uint_eq(g1[i], bits[i]);
+    ck_assert_uint_eq(g9[0], (uint32_t)(bits[0] << 8 | bits[1] << 7 | bits[2] << 6 | bits[3] << 5 |
+                                        bits[4] << 4 | bits[5] << 3 | bits[6] << 2 | bits[7] << 1 |
+                                        bits[8]));
+    ck_assert_int_eq(bsq_tokens_set_groups(t, 9, g9, &err), BSQ_OK);
+    uint8_t back[16 * 18];
+    bsq_tokens_get_bits(t, back);
+    ck_assert(memcmp(bits, back, sizeof bits) == 0);
+    ck_assert_int_eq(bsq_tokens_get_groups(t, 5, g9, &err), BSQ_ERR_INVALID_ARGUMENT);
+    g9[0] = 512;
+    ck_assert_int_eq(bsq_tokens_set_groups(t, 9, g9, &err), BSQ_ERR_INVALID_ARGUMENT);
+    bits[0] = 2;
+    ck_assert_int_eq(bsq_tokens_set_bits(t, bits, &err), BSQ_ERR_INVALID_ARGUMENT);
+    bsq_tokens_free(t);
+    bsq_context_destroy(ctx);
+    bsq_model_close(m);
+}
+END_TEST
+
+int main(void)
+{
+    Suite *s = suite_create("tiling");
+    TCase *tc = tcase_create("any-size");
+    tcase_set_timeout(tc, 300);
+    tcase_add_test(tc, test_tile_placement_covers);
+    tcase_add_test(tc, test_tiled_odd_size);
+    tcase_add_test(tc, test_tiled_smaller_than_model);
+    tcase_add_test(tc, test_tiled_exact_multiple);
+    tcase_add_test(tc, test_batch_equals_single);
+    tcase_add_test(tc, test_bad_arguments);
+    suite_add_tcase(s, tc);
+    SRunner *sr = srunner_create(s);
+    srunner_run_all(sr, CK_NORMAL);
+    int failed = srunner_ntests_failed(sr);
+    srunner_free(sr);
+    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+}
