@@ -247,10 +247,15 @@ static void cpu_destroy(bsq_backend *be)
     if (!cpu)
         return;
     bsq_pool_destroy(cpu->pool);
-    if (cpu->scratch)
-        for (int i = 0; i < cpu->threads; i++)
+    for (int i = 0; i < cpu->threads; i++) {
+        if (cpu->scratch)
             free(cpu->scratch[i]);
+        if (cpu->gemm_scratch)
+            free(cpu->gemm_scratch[i]);
+    }
     free(cpu->scratch);
+    free(cpu->gemm_scratch);
+    free(cpu->packed);
     free(cpu);
 }
 
@@ -273,10 +278,13 @@ bsq_status bsq_backend_cpu_create(int threads, bsq_backend **out, bsq_error *err
     cpu->threads = threads;
     cpu->scratch_len = BSQ_ATT_QB * BSQ_ATT_KB + BSQ_ATT_QB * BSQ_ATT_MAX_HEAD_DIM + 2 * BSQ_ATT_QB;
     cpu->scratch = calloc((size_t)threads, sizeof *cpu->scratch);
+    cpu->gemm_scratch = calloc((size_t)threads, sizeof *cpu->gemm_scratch);
     cpu->pool = bsq_pool_create(threads);
-    int ok = cpu->scratch && cpu->pool;
+    bsq_cpu_gemm_init(cpu);
+    int ok = cpu->scratch && cpu->gemm_scratch && cpu->pool;
     for (int i = 0; ok && i < threads; i++)
-        ok = (cpu->scratch[i] = aligned_alloc(64, cpu->scratch_len * sizeof(float))) != NULL;
+        ok = (cpu->scratch[i] = aligned_alloc(64, cpu->scratch_len * sizeof(float))) != NULL &&
+             (cpu->gemm_scratch[i] = aligned_alloc(64, bsq_cpu_gemm_scratch() * sizeof(float))) != NULL;
     if (!ok) {
         cpu_destroy(&cpu->base);
         return bsq_fail(err, BSQ_ERR_NOMEM, "cannot create %d CPU threads", threads);

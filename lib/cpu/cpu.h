@@ -6,13 +6,29 @@
 #include "backend.h"
 #include "threadpool.h"
 
+/* The packed matrix-product micro-kernel chosen for this CPU (gemm.c);
+ * fn NULL means OpenBLAS does the products. */
+typedef struct bsq_gemm_kernel {
+    void (*fn)(int kc, const float *a, const float *b, float *c, size_t ldc, int m, int n);
+    int mr, nr;
+} bsq_gemm_kernel;
+
 typedef struct bsq_cpu {
     bsq_backend base;
     bsq_pool *pool;
     int threads;
-    float **scratch;     /* per-thread attention scratch */
-    size_t scratch_len;  /* floats per thread */
+    float **scratch;      /* per-thread attention scratch */
+    size_t scratch_len;   /* floats per thread */
+    bsq_gemm_kernel gemm;
+    float **gemm_scratch; /* per-thread packing buffers */
+    float *packed;        /* the input of a product, packed (grows) */
+    size_t packed_len;
 } bsq_cpu;
+
+/* Selects the matrix-product kernel; the packing buffers it needs per
+ * thread, in floats. */
+void bsq_cpu_gemm_init(bsq_cpu *cpu);
+size_t bsq_cpu_gemm_scratch(void);
 
 /* Vectorised elementwise kernels (kernels.c). Accurate to a few ulp of
  * float: exp within 2e-7 relative, erf within 2e-7 absolute. */
