@@ -1,4 +1,8 @@
 /* bsqcodec: command-line front end to libbsq. */
+#ifdef HAVE_CONFIG_H
+#include "config.h"
+#endif
+
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>

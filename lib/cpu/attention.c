@@ -2,9 +2,8 @@
  * block of BSQ_ATT_QB queries of one head of one sequence and walks the keys
  * in blocks of BSQ_ATT_KB, keeping a running max and sum per query (online
  * softmax) and rescaling its output accumulator as the max grows. Scores and
- * the P V product of a tile go through single-threaded sgemm. Block-causal
+ * the P V product of a tile go through the single-threaded packed product. Block-causal
  * masking limits each query row to the keys of frames up to its own. */
-#include <cblas.h>
 #include <math.h>
 #include <string.h>
 
@@ -45,6 +44,11 @@ static void att_task(void *arg, size_t task, int thread)
     const float *v = a->v + (size_t)b * a->kv_seq * a->kv_stride + (size_t)h * hd;
     float *out = a->out + ((size_t)b * a->out_seq + (size_t)q0) * a->out_stride + (size_t)h * hd;
 
+    /* the query block, pre-scaled so the scores come out scaled */
+    float *qs = sum + BSQ_ATT_QB;
+    for (int i = 0; i < qn; i++)
+        for (int c = 0; c < hd; c++)
+            qs[(size_t)i * hd + c] = q[(size_t)i * a->q_stride + c] * a->scale;
     memset(acc, 0, sizeof(float) * (size_t)qn * hd);
     for (int i = 0; i < qn; i++) {
         mx[i] = -INFINITY;
@@ -53,9 +57,10 @@ static void att_task(void *arg, size_t task, int thread)
     size_t kend = key_limit(a, q0 + qn - 1); /* the last row sees the most keys */
     for (size_t k0 = 0; k0 < kend; k0 += BSQ_ATT_KB) {
         int kn = (int)(kend - k0 < BSQ_ATT_KB ? kend - k0 : BSQ_ATT_KB);
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, qn, kn, hd, a->scale, q,
-                    (int)a->q_stride, k + k0 * a->kv_stride, (int)a->kv_stride, 0.0f, s,
-                    BSQ_ATT_KB);
+        for (int i = 0; i < qn; i++)
+            memset(s + (size_t)i * BSQ_ATT_KB, 0, (size_t)kn * sizeof(float));
+        bsq_cpu_gemm(&j->cpu->gemm, qn, kn, hd, qs, (size_t)hd, k + k0 * a->kv_stride, a->kv_stride,
+                     1, s, BSQ_ATT_KB, j->cpu->gemm_scratch[thread]);
         for (int i = 0; i < qn; i++) {
             float *row = s + (size_t)i * BSQ_ATT_KB;
             size_t lim = key_limit(a, q0 + i);
@@ -82,8 +87,8 @@ static void att_task(void *arg, size_t task, int thread)
             }
             sum[i] += rs;
         }
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, qn, hd, kn, 1.0f, s, BSQ_ATT_KB,
-                    v + k0 * a->kv_stride, (int)a->kv_stride, 1.0f, acc, hd);
+        bsq_cpu_gemm(&j->cpu->gemm, qn, hd, kn, s, BSQ_ATT_KB, v + k0 * a->kv_stride, a->kv_stride,
+                     0, acc, (size_t)hd, j->cpu->gemm_scratch[thread]);
     }
     for (int i = 0; i < qn; i++) {
         float inv = sum[i] > 0.0f ? 1.0f / sum[i] : 0.0f;

@@ -276,7 +276,8 @@ bsq_status bsq_backend_cpu_create(int threads, bsq_backend **out, bsq_error *err
         return bsq_fail(err, BSQ_ERR_NOMEM, "out of memory");
     cpu->base.ops = &cpu_ops;
     cpu->threads = threads;
-    cpu->scratch_len = BSQ_ATT_QB * BSQ_ATT_KB + BSQ_ATT_QB * BSQ_ATT_MAX_HEAD_DIM + 2 * BSQ_ATT_QB;
+    /* scores, accumulator, max, sum, scaled queries */
+    cpu->scratch_len = BSQ_ATT_QB * BSQ_ATT_KB + 2 * BSQ_ATT_QB * BSQ_ATT_MAX_HEAD_DIM + 2 * BSQ_ATT_QB;
     cpu->scratch = calloc((size_t)threads, sizeof *cpu->scratch);
     cpu->gemm_scratch = calloc((size_t)threads, sizeof *cpu->gemm_scratch);
     cpu->pool = bsq_pool_create(threads);

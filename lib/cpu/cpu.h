@@ -25,6 +25,14 @@ typedef struct bsq_cpu {
     size_t packed_len;
 } bsq_cpu;
 
+/* Single-threaded C[m][n] += A[m][k] op(B), op(B) = B^T (B [n][k]) when
+ * b_trans, else B [k][n]; m <= BSQ_GEMM_MAX_M, n <= BSQ_GEMM_MAX_N; scratch
+ * holds bsq_cpu_gemm_scratch() floats. */
+#define BSQ_GEMM_MAX_M 256
+#define BSQ_GEMM_MAX_N 256
+void bsq_cpu_gemm(const bsq_gemm_kernel *kn, int m, int n, int k, const float *a, size_t lda,
+                  const float *b, size_t ldb, int b_trans, float *c, size_t ldc, float *scratch);
+
 /* Selects the matrix-product kernel; the packing buffers it needs per
  * thread, in floats. */
 void bsq_cpu_gemm_init(bsq_cpu *cpu);

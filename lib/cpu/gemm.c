@@ -113,6 +113,35 @@ static void pack_b(const float *w, size_t ldw, int n, int k0, int kc, int nr, fl
     }
 }
 
+/* Packs rows [k0, k0 + kc) x columns [0, n) of a row-major B [k][n] into
+ * NR-column micro-panels (the plain, untransposed case: P V in attention). */
+static void pack_b_kn(const float *b, size_t ldb, int n, int k0, int kc, int nr, float *out)
+{
+    for (int j0 = 0; j0 < n; j0 += nr) {
+        int nb = n - j0 < nr ? n - j0 : nr;
+        for (int kk = 0; kk < kc; kk++) {
+            const float *src = b + (size_t)(k0 + kk) * ldb + j0;
+            float *dst = out + (size_t)kk * nr;
+            for (int j = 0; j < nb; j++)
+                dst[j] = src[j];
+            for (int j = nb; j < nr; j++)
+                dst[j] = 0.0f;
+        }
+        out += (size_t)kc * nr;
+    }
+}
+
+/* Packs rows [0, m) x columns [k0, k0 + kc) of A into MR-row micro-panels
+ * [m/MR][kc][MR]. */
+static void pack_a_block(const float *a, size_t lda, int m, int k0, int kc, int mr, float *out)
+{
+    for (int i0 = 0; i0 < m; i0 += mr) {
+        int mb = m - i0 < mr ? m - i0 : mr;
+        pack_a_panel(a + (size_t)i0 * lda + k0, lda, mb, kc, mr, out);
+        out += (size_t)kc * mr;
+    }
+}
+
 static bsq_gemm_kernel pick_kernel(void)
 {
     __builtin_cpu_init();
@@ -163,9 +192,42 @@ static void pack_task(void *arg, size_t task, int thread)
 }
 #endif
 
+void bsq_cpu_gemm(const bsq_gemm_kernel *kn, int m, int n, int k, const float *a, size_t lda,
+                  const float *b, size_t ldb, int b_trans, float *c, size_t ldc, float *scratch)
+{
+#ifdef HAVE_OWN_GEMM
+    if (kn->fn) {
+        float *pa = scratch, *pb = scratch + (size_t)(BSQ_GEMM_MAX_M + 16) * KC;
+        for (int k0 = 0; k0 < k; k0 += KC) {
+            int kc = k - k0 < KC ? k - k0 : KC;
+            pack_a_block(a, lda, m, k0, kc, kn->mr, pa);
+            if (b_trans)
+                pack_b(b, ldb, n, k0, kc, kn->nr, pb);
+            else
+                pack_b_kn(b, ldb, n, k0, kc, kn->nr, pb);
+            for (int j0 = 0; j0 < n; j0 += kn->nr)
+                for (int i0 = 0; i0 < m; i0 += kn->mr)
+                    kn->fn(kc, pa + (size_t)(i0 / kn->mr) * kc * kn->mr,
+                           pb + (size_t)(j0 / kn->nr) * kc * kn->nr, c + (size_t)i0 * ldc + j0, ldc,
+                           m - i0 < kn->mr ? m - i0 : kn->mr, n - j0 < kn->nr ? n - j0 : kn->nr);
+        }
+        return;
+    }
+#endif
+    (void)kn;
+    (void)scratch;
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, b_trans ? CblasTrans : CblasNoTrans, m, n, k, 1.0f, a,
+                (int)lda, b, (int)ldb, 1.0f, c, (int)ldc);
+}
+
 /* Floats of per-thread scratch the packed kernel needs (one packed W
  * block). */
-size_t bsq_cpu_gemm_scratch(void) { return (size_t)(COL_TILE + 32) * KC; }
+size_t bsq_cpu_gemm_scratch(void)
+{
+    size_t tile = (size_t)(COL_TILE + 32) * KC;
+    size_t general = (size_t)(BSQ_GEMM_MAX_M + 16) * KC + (size_t)(BSQ_GEMM_MAX_N + 32) * KC;
+    return tile > general ? tile : general;
+}
 
 static void linear_task(void *arg, size_t task, int thread)
 {
