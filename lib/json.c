@@ -268,12 +268,12 @@ static int match(parser *p, const char *word)
 
 static bsq_status parse_value(parser *p, json_value *v, int depth)
 {
-    if (depth > JSON_MAX_DEPTH)
-        return perr(p, "nesting too deep");
     skip_ws(p);
     if (p->pos >= p->len)
         return perr(p, "unexpected end");
     char c = p->s[p->pos];
+    if ((c == '{' || c == '[') && depth >= JSON_MAX_DEPTH) /* at most 64 nested containers */
+        return perr(p, "nesting too deep");
     if (c == '{')
         return parse_container(p, v, depth, 1);
     if (c == '[')

@@ -1,7 +1,7 @@
 #include "model.h"
 
+#include <errno.h>
 #include <stdarg.h>
-#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -237,7 +237,7 @@ bsq_status bsq_model_open(const char *path, const bsq_config *hints, bsq_model *
     unsigned char head[4] = {0};
     int fd = open(path, O_RDONLY | O_CLOEXEC);
     if (fd < 0)
-        return bsq_fail(err, BSQ_ERR_IO, "%s: cannot open", path);
+        return bsq_fail(err, BSQ_ERR_IO, "%s: %s", path, strerror(errno));
     ssize_t got = read(fd, head, sizeof head);
     close(fd);
 
@@ -261,11 +261,11 @@ bsq_status bsq_model_open(const char *path, const bsq_config *hints, bsq_model *
         return bsq_fail_prefix(err, st, "%s", path);
     }
     if (hints) { /* the file's own values win; hints fill the gaps */
-        const int *h = &hints->image_height;
-        int *c = &cfg.image_height;
-        for (size_t i = 0; i < offsetof(bsq_config, block_causal) / sizeof(int); i++)
-            if (!c[i])
-                c[i] = h[i];
+#define FILL(f) if (!cfg.f) cfg.f = hints->f
+        FILL(image_height); FILL(image_width); FILL(patch_size); FILL(width); FILL(layers);
+        FILL(heads); FILL(mlp_dim); FILL(decoder_ffn_dim); FILL(L); FILL(group_size);
+        FILL(num_frames);
+#undef FILL
         if (cfg.block_causal < 0 && hints->block_causal)
             cfg.block_causal = hints->block_causal > 0; /* hints: 1 block-causal, -1 full */
         if (cfg.layer_norm_eps == 0)

@@ -41,13 +41,22 @@ bsq_status bsq_config_parse_json(const char *json, bsq_config *cfg, bsq_error *e
     if (get_int(root, "image_size", &size) && !cfg->image_height && !cfg->image_width)
         cfg->image_height = cfg->image_width = size;
     const json_value *v = json_get(root, "mlp_ratio");
-    if (v && v->type == JSON_NUMBER && cfg->width && !cfg->mlp_dim)
-        cfg->mlp_dim = (int)lround(v->number * cfg->width);
-    if ((v = json_get(root, "mlp_dim")) && v->type == JSON_NUMBER)
-        cfg->mlp_dim = (int)v->number;
-    if ((v = json_get(root, "layer_norm_eps")) && v->type == JSON_NUMBER)
-        cfg->layer_norm_eps = (float)v->number;
-    if ((v = json_get(root, "mask")) && v->type == JSON_STRING) {
+    if (v && v->type == JSON_NUMBER && cfg->width > 0 && cfg->width <= 65536 && !cfg->mlp_dim) {
+        if (!(v->number > 0 && v->number <= 1024))
+            st = bsq_fail(err, BSQ_ERR_MODEL, "model configuration: mlp_ratio %g out of range",
+                          v->number);
+        else
+            cfg->mlp_dim = (int)lround(v->number * cfg->width);
+    }
+    get_int(root, "mlp_dim", &cfg->mlp_dim);
+    if ((v = json_get(root, "layer_norm_eps")) && v->type == JSON_NUMBER) {
+        if (!(v->number > 0 && v->number < 1))
+            st = bsq_fail(err, BSQ_ERR_MODEL, "model configuration: layer_norm_eps %g out of range",
+                          v->number);
+        else
+            cfg->layer_norm_eps = (float)v->number;
+    }
+    if (st == BSQ_OK && (v = json_get(root, "mask")) && v->type == JSON_STRING) {
         if (strcmp(v->string, "block-causal") == 0 || strcmp(v->string, "causal") == 0)
             cfg->block_causal = 1;
         else if (strcmp(v->string, "none") == 0 || strcmp(v->string, "full") == 0)

@@ -31,7 +31,7 @@ static bsq_status add_tensor(bsq_tensorset *ts, const char *name, const json_val
     if (shape->count > BSQ_MAX_DIMS)
         return bsq_fail(err, BSQ_ERR_UNSUPPORTED, "tensor %s: %zu dimensions", name, shape->count);
     int64_t dims[BSQ_MAX_DIMS];
-    double numel = 1;
+    double numel = 1, nonzero = 1;
     for (size_t i = 0; i < shape->count; i++) {
         const json_value *d = &shape->items[i];
         if (d->type != JSON_NUMBER || d->number < 0 || d->number > 1e12 ||
@@ -39,7 +39,10 @@ static bsq_status add_tensor(bsq_tensorset *ts, const char *name, const json_val
             return bsq_fail(err, BSQ_ERR_FORMAT, "tensor %s: bad shape", name);
         dims[i] = (int64_t)d->number;
         numel *= d->number;
+        nonzero *= d->number > 0 ? d->number : 1;
     }
+    if (nonzero > 4.0e18)
+        return bsq_fail(err, BSQ_ERR_FORMAT, "tensor %s: shape too large", name);
     double b = off->items[0].number, e = off->items[1].number;
     if (off->items[0].type != JSON_NUMBER || off->items[1].type != JSON_NUMBER || b < 0 || e < b ||
         e > (double)data_len || b != (double)(size_t)b || e != (double)(size_t)e)
@@ -177,6 +180,14 @@ static size_t build_header(FILE *f, const bsq_tensorset *ts)
 
 bsq_status bsq_safetensors_write(const char *path, const bsq_tensorset *ts, bsq_error *err)
 {
+    /* refuse what the reader would refuse, rather than write it */
+    for (size_t i = 0; i < ts->count; i++) {
+        const bsq_tensor *t = &ts->items[i];
+        if (strcmp(t->name, "__metadata__") == 0 ||
+            (size_t)bsq_tensor_numel(t) * bsq_dt_size(t->dtype) != t->nbytes)
+            return bsq_fail(err, BSQ_ERR_INVALID_ARGUMENT,
+                            "cannot write tensor %s: bad name or byte count", t->name);
+    }
     char *hdr = NULL;
     size_t hlen = 0;
     FILE *mem = open_memstream(&hdr, &hlen);

@@ -160,10 +160,15 @@ int bsq_dt_from_name(const char *name, bsq_dt *out)
 
 int64_t bsq_tensor_numel(const bsq_tensor *t)
 {
-    int64_t n = 1;
-    for (int i = 0; i < t->ndim; i++)
-        n *= t->shape[i];
-    return n;
+    /* readers bound the product of the dimensions; a zero dimension makes
+     * the product zero however large the others are */
+    uint64_t n = 1;
+    for (int i = 0; i < t->ndim; i++) {
+        if (t->shape[i] <= 0)
+            return 0;
+        n *= (uint64_t)t->shape[i];
+    }
+    return n > (uint64_t)INT64_MAX ? INT64_MAX : (int64_t)n;
 }
 
 float bsq_f16_to_f32(uint16_t h)
