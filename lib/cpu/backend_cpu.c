@@ -186,13 +186,13 @@ static void cpu_copy2d(bsq_backend *be, float *dst, size_t dst_stride, const flo
 static void cpu_quantize(bsq_backend *be, float *v, float *z, uint64_t *idx, size_t rows, int L)
 {
     (void)be;
-    const float code = 1.0f / sqrtf((float)L);
+    const float code = (float)(1.0 / sqrt((double)L)); /* correctly rounded, as PyTorch's */
     for (size_t r = 0; r < rows; r++) {
         float *row = v + r * (size_t)L;
-        float ss = 0.0f;
+        double ss = 0.0; /* double: no overflow for any float input */
         for (int d = 0; d < L; d++)
-            ss += row[d] * row[d];
-        float norm = sqrtf(ss);
+            ss += (double)row[d] * row[d];
+        float norm = (float)sqrt(ss);
         float inv = 1.0f / (norm > 1e-12f ? norm : 1e-12f);
         uint64_t index = 0;
         for (int d = 0; d < L; d++) {
@@ -210,7 +210,7 @@ static void cpu_quantize(bsq_backend *be, float *v, float *z, uint64_t *idx, siz
 static void cpu_dequantize(bsq_backend *be, const uint64_t *idx, float *codes, size_t rows, int L)
 {
     (void)be;
-    const float code = 1.0f / sqrtf((float)L);
+    const float code = (float)(1.0 / sqrt((double)L));
     for (size_t r = 0; r < rows; r++)
         for (int d = 0; d < L; d++)
             codes[r * (size_t)L + d] = (idx[r] >> (L - 1 - d)) & 1 ? code : -code;

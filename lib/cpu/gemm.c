@@ -13,11 +13,12 @@
  * newer than the build knows (seen: Sapphire Rapids reported as "Prescott",
  * 4.5x slower). Elsewhere, single-threaded OpenBLAS sgemm per tile. */
 #include <cblas.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "cpu.h"
 
-#define ROW_TILE 256
+#define ROW_TILE 240 /* a multiple of every kernel's MR (8, 6): tiles start on a packed panel */
 #define COL_TILE 128
 #define KC 256
 
@@ -142,10 +143,16 @@ static void pack_a_block(const float *a, size_t lda, int m, int k0, int kc, int 
     }
 }
 
+/* The best kernel the CPU runs; BSQ_CPU_GEMM=avx2|blas picks a lesser one
+ * (tests exercise every path on one machine; benchmarks compare them). */
 static bsq_gemm_kernel pick_kernel(void)
 {
+    const char *want = getenv("BSQ_CPU_GEMM");
+    int avx2_only = want && !strcmp(want, "avx2"), blas = want && !strcmp(want, "blas");
     __builtin_cpu_init();
-    if (__builtin_cpu_supports("avx512f"))
+    if (blas)
+        return (bsq_gemm_kernel){NULL, 0, 0};
+    if (!avx2_only && __builtin_cpu_supports("avx512f"))
         return (bsq_gemm_kernel){kernel_avx512, 8, 32};
     if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma"))
         return (bsq_gemm_kernel){kernel_avx2, 6, 16};
