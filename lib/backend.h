@@ -41,6 +41,9 @@ typedef struct bsq_backend_ops {
     void (*free)(bsq_backend *be, float *p);
     void (*upload)(bsq_backend *be, float *dst, const float *src, size_t count);
     void (*download)(bsq_backend *be, float *dst, const float *src, size_t count);
+    /* Declares the model's parameter block: immutable while the backend
+     * lives, so weight matrices inside it may be kept in a faster layout. */
+    void (*set_weights)(bsq_backend *be, const float *block, size_t count);
     /* Finishes all queued work; returns non-zero with a message on failure. */
     bsq_status (*sync)(bsq_backend *be, bsq_error *err);
 

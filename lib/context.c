@@ -36,6 +36,7 @@ bsq_status bsq_context_create(const bsq_model *model, const bsq_context_options 
         ctx->be->ops->upload(ctx->be, ctx->weights, model->data, model->total);
         base = ctx->weights;
     }
+    ctx->be->ops->set_weights(ctx->be, base, model->total);
     if ((st = bsq_model_bind(model, base, &ctx->w, err)) != BSQ_OK) {
         bsq_context_destroy(ctx);
         return st;

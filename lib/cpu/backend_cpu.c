@@ -218,6 +218,14 @@ static void cpu_dequantize(bsq_backend *be, const uint64_t *idx, float *codes, s
 
 static void cpu_destroy(bsq_backend *be);
 
+static void cpu_set_weights(bsq_backend *be, const float *block, size_t count)
+{
+    bsq_cpu *cpu = (bsq_cpu *)be;
+    bsq_cpu_gemm_release(cpu);
+    cpu->weights_lo = block;
+    cpu->weights_hi = block + count;
+}
+
 static const bsq_backend_ops cpu_ops = {
     .name = "cpu",
     .host_memory = 1,
@@ -227,6 +235,7 @@ static const bsq_backend_ops cpu_ops = {
     .upload = cpu_copy,
     .download = cpu_copy,
     .sync = cpu_sync,
+    .set_weights = cpu_set_weights,
     .linear = bsq_cpu_linear,
     .layernorm = cpu_layernorm,
     .gelu = cpu_gelu,
@@ -247,6 +256,7 @@ static void cpu_destroy(bsq_backend *be)
     if (!cpu)
         return;
     bsq_pool_destroy(cpu->pool);
+    bsq_cpu_gemm_release(cpu);
     for (int i = 0; i < cpu->threads; i++) {
         if (cpu->scratch)
             free(cpu->scratch[i]);

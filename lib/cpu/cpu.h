@@ -13,6 +13,12 @@ typedef struct bsq_gemm_kernel {
     int mr, nr;
 } bsq_gemm_kernel;
 
+typedef struct bsq_packed_w {
+    const float *w;
+    int k, n;
+    float *data;
+} bsq_packed_w;
+
 typedef struct bsq_cpu {
     bsq_backend base;
     bsq_pool *pool;
@@ -23,6 +29,9 @@ typedef struct bsq_cpu {
     float **gemm_scratch; /* per-thread packing buffers */
     float *packed;        /* the input of a product, packed (grows) */
     size_t packed_len;
+    const float *weights_lo, *weights_hi; /* the model's immutable weights */
+    bsq_packed_w *packed_w;               /* weight matrices packed once */
+    size_t npacked_w, cap_packed_w;
 } bsq_cpu;
 
 /* Single-threaded C[m][n] += A[m][k] op(B), op(B) = B^T (B [n][k]) when
@@ -36,6 +45,7 @@ void bsq_cpu_gemm(const bsq_gemm_kernel *kn, int m, int n, int k, const float *a
 /* Selects the matrix-product kernel; the packing buffers it needs per
  * thread, in floats. */
 void bsq_cpu_gemm_init(bsq_cpu *cpu);
+void bsq_cpu_gemm_release(bsq_cpu *cpu);
 size_t bsq_cpu_gemm_scratch(void);
 
 /* Vectorised elementwise kernels (kernels.c). Accurate to a few ulp of

@@ -30,6 +30,7 @@ typedef struct {
     size_t col_tiles;
     bsq_cpu *cpu;
     const float *pa; /* x packed into micro-panels, or NULL */
+    const float *pw; /* w packed for the model, or NULL */
 } linear_job;
 
 /* ---------------------------------------------------------------- kernels */
@@ -159,21 +160,60 @@ static bsq_gemm_kernel pick_kernel(void)
     return (bsq_gemm_kernel){NULL, 0, 0};
 }
 
-/* y tile [mb][nb] (already holding the bias) += A W^T, with A already
- * packed (pa: the tile's first micro-panel, full k) */
-static void own_tile(const bsq_gemm_kernel *kn, const float *pa, const float *w, float *y, int mb,
-                     int nb, int k, int ldy, float *pb)
+/* y tile [mb][nb] (already holding the bias) += A W^T, with A packed (pa:
+ * the tile's first micro-panel, full k) and W either packed once for the
+ * model (pw: the tile's first micro-panel, full k) or packed here per KC
+ * block into pb. */
+static void own_tile(const bsq_gemm_kernel *kn, const float *pa, const float *w, const float *pw,
+                     float *y, int mb, int nb, int k, int ldy, float *pb)
 {
     for (int k0 = 0; k0 < k; k0 += KC) {
         int kc = k - k0 < KC ? k - k0 : KC;
-        pack_b(w, (size_t)k, nb, k0, kc, kn->nr, pb);
+        size_t bstride = (size_t)kc * kn->nr; /* between micro-panels */
+        const float *b0 = pb;
+        if (pw) {
+            b0 = pw + (size_t)k0 * kn->nr;
+            bstride = (size_t)k * kn->nr;
+        } else {
+            pack_b(w, (size_t)k, nb, k0, kc, kn->nr, pb);
+        }
         for (int j0 = 0; j0 < nb; j0 += kn->nr)
             for (int i0 = 0; i0 < mb; i0 += kn->mr)
                 kn->fn(kc, pa + (size_t)(i0 / kn->mr) * k * kn->mr + (size_t)k0 * kn->mr,
-                       pb + (size_t)(j0 / kn->nr) * kc * kn->nr, y + (size_t)i0 * ldy + j0,
+                       b0 + (size_t)(j0 / kn->nr) * bstride, y + (size_t)i0 * ldy + j0,
                        (size_t)ldy, mb - i0 < kn->mr ? mb - i0 : kn->mr,
                        nb - j0 < kn->nr ? nb - j0 : kn->nr);
     }
+}
+
+/* The model's weight matrices packed once into NR-column micro-panels over
+ * the full k ([n/NR][k][NR]), so products never re-pack them. Only
+ * matrices inside the range registered by the context are cached: that
+ * memory is immutable while the context lives. NULL when not cacheable or
+ * out of memory (the product then packs per call). */
+static const float *packed_weight(bsq_cpu *cpu, const float *w, int k, int n)
+{
+    if (w < cpu->weights_lo || w + (size_t)k * n > cpu->weights_hi)
+        return NULL;
+    for (size_t i = 0; i < cpu->npacked_w; i++)
+        if (cpu->packed_w[i].w == w && cpu->packed_w[i].k == k && cpu->packed_w[i].n == n)
+            return cpu->packed_w[i].data;
+    if (cpu->npacked_w == cpu->cap_packed_w) {
+        size_t cap = cpu->cap_packed_w ? cpu->cap_packed_w * 2 : 64;
+        bsq_packed_w *p = realloc(cpu->packed_w, cap * sizeof *p);
+        if (!p)
+            return NULL;
+        cpu->packed_w = p;
+        cpu->cap_packed_w = cap;
+    }
+    const int nr = cpu->gemm.nr;
+    size_t panels = ((size_t)n + nr - 1) / nr;
+    float *data = aligned_alloc(64, (panels * nr * (size_t)k * sizeof(float) + 63) & ~(size_t)63);
+    if (!data)
+        return NULL;
+    pack_b(w, (size_t)k, n, 0, k, nr, data);
+    cpu->packed_w[cpu->npacked_w++] = (bsq_packed_w){w, k, n, data};
+    return data;
 }
 
 typedef struct {
@@ -252,8 +292,9 @@ static void linear_task(void *arg, size_t task, int thread)
 #ifdef HAVE_OWN_GEMM
     const bsq_gemm_kernel *kn = &j->cpu->gemm;
     if (j->pa) {
-        own_tile(kn, j->pa + r0 * (size_t)j->k, j->w + c0 * (size_t)j->k, y, (int)mb, (int)nb,
-                 j->k, j->n, j->cpu->gemm_scratch[thread]);
+        own_tile(kn, j->pa + r0 * (size_t)j->k, j->w + c0 * (size_t)j->k,
+                 j->pw ? j->pw + c0 * (size_t)j->k : NULL, y, (int)mb, (int)nb, j->k, j->n,
+                 j->cpu->gemm_scratch[thread]);
         return;
     }
 #endif
@@ -266,7 +307,8 @@ void bsq_cpu_linear(bsq_backend *be, const float *x, const float *w, const float
                     size_t rows, int k, int n)
 {
     bsq_cpu *cpu = (bsq_cpu *)be;
-    linear_job j = {x, w, bias, y, rows, k, n, ((size_t)n + COL_TILE - 1) / COL_TILE, cpu, NULL};
+    linear_job j = {x, w, bias, y, rows, k, n, ((size_t)n + COL_TILE - 1) / COL_TILE, cpu, NULL,
+                    NULL};
     size_t row_tiles = (rows + ROW_TILE - 1) / ROW_TILE;
 #ifdef HAVE_OWN_GEMM
     if (cpu->gemm.fn) {
@@ -283,6 +325,7 @@ void bsq_cpu_linear(bsq_backend *be, const float *x, const float *w, const float
             pack_job pj = {x, cpu->packed, rows, k, cpu->gemm.mr};
             bsq_pool_run(cpu->pool, (panels + PACK_PANELS - 1) / PACK_PANELS, pack_task, &pj);
             j.pa = cpu->packed;
+            j.pw = packed_weight(cpu, w, k, n);
         }
     }
 #endif
@@ -296,4 +339,13 @@ void bsq_cpu_gemm_init(bsq_cpu *cpu)
 #else
     (void)cpu;
 #endif
+}
+
+void bsq_cpu_gemm_release(bsq_cpu *cpu)
+{
+    for (size_t i = 0; i < cpu->npacked_w; i++)
+        free(cpu->packed_w[i].data);
+    free(cpu->packed_w);
+    cpu->packed_w = NULL;
+    cpu->npacked_w = cpu->cap_packed_w = 0;
 }
