@@ -26,7 +26,7 @@ typedef struct storage_slot {
 
 typedef struct reader {
     zip_reader zip;
-    const char *prefix;     /* archive directory: "<prefix>/data/<key>" */
+    const char *prefix;     /* archive directory with its "/": "<prefix>data/<key>" */
     size_t prefix_len;
     storage_slot *slots;    /* storages extracted so far (tied weights share one) */
     size_t nslots, slots_cap;
@@ -85,7 +85,7 @@ static bsq_status get_storage(reader *r, const pickle_value *s, const storage_sl
     }
     free(name);
     storage_slot *slot = &r->slots[r->nslots];
-    const void *data;
+    const void *data = NULL;
     bsq_status st = zip_reader_extract(&r->zip, e, &data, &slot->size, &slot->owned, r->err);
     if (st != BSQ_OK)
         return st;
@@ -107,13 +107,17 @@ static bsq_status materialise(reader *r, bsq_tensorset *ts, const char *name, co
                         t->dtype ? t->dtype : t->storage->name);
     if (t->ndim > BSQ_MAX_DIMS)
         return bsq_fail(err, BSQ_ERR_UNSUPPORTED, "tensor %s has %d dimensions", name, t->ndim);
-    size_t es = bsq_dt_size(dt);
-    /* Typed storages count elements; an untyped one (with a v3 dtype) bytes. */
-    uint64_t storage_elems = (uint64_t)t->storage->i;
-    int untyped = strcmp(t->storage->name, "UntypedStorage") == 0;
-    if (untyped)
-        storage_elems /= es;
     const uint64_t limit = (uint64_t)1 << 60;
+    uint64_t es = bsq_dt_size(dt);
+    /* Typed storages count elements; an untyped one (with a v3 dtype) bytes. */
+    int untyped = strcmp(t->storage->name, "UntypedStorage") == 0;
+    uint64_t storage_bytes = (uint64_t)t->storage->i;
+    if (!untyped) {
+        if (storage_bytes > limit / es)
+            return bsq_fail(err, BSQ_ERR_FORMAT, "tensor %s: storage too large", name);
+        storage_bytes *= es;
+    }
+    uint64_t storage_elems = storage_bytes / es;
     uint64_t numel = 1, last = (uint64_t)t->offset;
     for (int i = 0; i < t->ndim; i++) {
         uint64_t sz = (uint64_t)t->size[i], sd = (uint64_t)t->stride[i];
@@ -125,56 +129,59 @@ static bsq_status materialise(reader *r, bsq_tensorset *ts, const char *name, co
         if (sz > 0)
             last += (sz - 1) * sd;
     }
-    if (numel > limit / es)
-        return bsq_fail(err, BSQ_ERR_FORMAT, "tensor %s: shape too large", name);
-    size_t nbytes = (size_t)(numel * es);
-    unsigned char *out = malloc(nbytes ? nbytes : 1);
+    if (numel == 0) { /* nothing to read: the storage is not even needed */
+        int64_t shape[BSQ_MAX_DIMS];
+        for (int i = 0; i < t->ndim; i++)
+            shape[i] = t->size[i];
+        void *none = malloc(1);
+        if (!none)
+            return bsq_fail(err, BSQ_ERR_NOMEM, "out of memory");
+        return bsq_tensorset_add(ts, name, dt, t->ndim, shape, none, 0, 1, err);
+    }
+    if (last >= storage_elems)
+        return bsq_fail(err, BSQ_ERR_FORMAT,
+                        "tensor %s: view reaches element %llu of a %llu-element storage", name,
+                        (unsigned long long)last, (unsigned long long)storage_elems);
+    /* Broadcast (stride 0) views can be far larger than their storage;
+     * bound what a small file can make us allocate. */
+    if (numel > limit / es || numel * es > 64 * storage_bytes + ((uint64_t)64 << 20) ||
+        numel * es > SIZE_MAX)
+        return bsq_fail(err, BSQ_ERR_FORMAT, "tensor %s: a %llu-element view of a %llu-byte storage",
+                        name, (unsigned long long)numel, (unsigned long long)storage_bytes);
+    const storage_slot *slot = NULL;
+    bsq_status st = get_storage(r, t->storage, &slot);
+    if (st != BSQ_OK)
+        return bsq_fail_prefix(err, st, "tensor %s", name);
+    if (slot->size != storage_bytes)
+        return bsq_fail(err, BSQ_ERR_FORMAT, "tensor %s: storage %s holds %zu bytes, its id says %llu",
+                        name, t->storage->str, slot->size, (unsigned long long)storage_bytes);
+    size_t nbytes = (size_t)(numel * es), esz = (size_t)es;
+    unsigned char *out = malloc(nbytes);
     if (!out)
         return bsq_fail(err, BSQ_ERR_NOMEM, "tensor %s: out of memory", name);
-    if (numel > 0) {
-        if (last >= storage_elems) {
-            free(out);
-            return bsq_fail(err, BSQ_ERR_FORMAT,
-                            "tensor %s: view reaches element %llu of a %llu-element storage", name,
-                            (unsigned long long)last, (unsigned long long)storage_elems);
-        }
-        const storage_slot *slot;
-        bsq_status st = get_storage(r, t->storage, &slot);
-        if (st != BSQ_OK) {
-            free(out);
-            return bsq_fail_prefix(err, st, "tensor %s", name);
-        }
-        uint64_t want = untyped ? (uint64_t)t->storage->i : storage_elems * es;
-        if (slot->size != want) {
-            free(out);
-            return bsq_fail(err, BSQ_ERR_FORMAT,
-                            "tensor %s: storage %s holds %zu bytes, its id says %llu", name,
-                            t->storage->str, slot->size, (unsigned long long)want);
-        }
-        const unsigned char *base = slot->data + (size_t)t->offset * es;
-        int contiguous = 1;
-        uint64_t expect = 1;
-        for (int i = t->ndim - 1; i >= 0; i--) {
-            if (t->size[i] != 1 && (uint64_t)t->stride[i] != expect)
-                contiguous = 0;
-            expect *= (uint64_t)t->size[i];
-        }
-        if (contiguous) {
-            memcpy(out, base, nbytes);
-        } else {
-            /* Odometer over the index, innermost dimension fastest. */
-            int64_t idx[BSQ_MAX_DIMS] = {0};
-            size_t src = 0;
-            for (uint64_t k = 0; k < numel; k++) {
-                memcpy(out + k * es, base + src * es, es);
-                for (int d = t->ndim - 1; d >= 0; d--) {
-                    if (++idx[d] < t->size[d]) {
-                        src += (size_t)t->stride[d];
-                        break;
-                    }
-                    src -= (size_t)(t->stride[d] * (t->size[d] - 1));
-                    idx[d] = 0;
+    const unsigned char *base = slot->data + (size_t)t->offset * esz;
+    int contiguous = 1;
+    uint64_t expect = 1;
+    for (int i = t->ndim - 1; i >= 0; i--) {
+        if (t->size[i] != 1 && (uint64_t)t->stride[i] != expect)
+            contiguous = 0;
+        expect *= (uint64_t)t->size[i];
+    }
+    if (contiguous) {
+        memcpy(out, base, nbytes);
+    } else {
+        /* Odometer over the index, innermost dimension fastest. */
+        int64_t idx[BSQ_MAX_DIMS] = {0};
+        size_t src = 0;
+        for (size_t k = 0; k < (size_t)numel; k++) {
+            memcpy(out + k * esz, base + src * esz, esz);
+            for (int d = t->ndim - 1; d >= 0; d--) {
+                if (++idx[d] < t->size[d]) {
+                    src += (size_t)t->stride[d];
+                    break;
                 }
+                src -= (size_t)(t->stride[d] * (t->size[d] - 1));
+                idx[d] = 0;
             }
         }
     }
@@ -478,9 +485,9 @@ static bsq_status read_checkpoint(reader *r, bsq_tensorset *ts)
     snprintf(bo_name, sizeof bo_name, "%.*sbyteorder", (int)r->prefix_len, r->prefix);
     const zip_entry *bo = zip_reader_find(&r->zip, bo_name);
     if (bo) {
-        const void *data;
-        size_t size;
-        void *owned;
+        const void *data = NULL;
+        size_t size = 0;
+        void *owned = NULL;
         bsq_status st = zip_reader_extract(&r->zip, bo, &data, &size, &owned, err);
         if (st != BSQ_OK)
             return st;
@@ -490,9 +497,9 @@ static bsq_status read_checkpoint(reader *r, bsq_tensorset *ts)
             return bsq_fail(err, BSQ_ERR_UNSUPPORTED, "checkpoint written on a big-endian machine");
     }
 
-    const void *pdata;
-    size_t psize;
-    void *powned;
+    const void *pdata = NULL;
+    size_t psize = 0;
+    void *powned = NULL;
     bsq_status st = zip_reader_extract(&r->zip, pk, &pdata, &psize, &powned, err);
     if (st != BSQ_OK)
         return st;
@@ -511,8 +518,8 @@ static bsq_status read_checkpoint(reader *r, bsq_tensorset *ts)
         if (!sd)
             st = bsq_fail(err, BSQ_ERR_MODEL,
                           "checkpoint has no ema_state_dict, state_dict or tensors at the top level");
-        else
-            st = read_tensors(r, sd, ts);
+        else if ((st = read_tensors(r, sd, ts)) != BSQ_OK)
+            bsq_fail_prefix(err, st, "%s", which);
         if (st == BSQ_OK)
             st = extract_config(root, ts, err);
     }

@@ -234,17 +234,21 @@ bsq_status bsq_model_open(const char *path, const bsq_config *hints, bsq_model *
 {
     if (!path || !out)
         return bsq_fail(err, BSQ_ERR_INVALID_ARGUMENT, "bsq_model_open: NULL argument");
-    unsigned char head[4] = {0};
+    unsigned char head[9] = {0};
     int fd = open(path, O_RDONLY | O_CLOEXEC);
     if (fd < 0)
         return bsq_fail(err, BSQ_ERR_IO, "%s: %s", path, strerror(errno));
     ssize_t got = read(fd, head, sizeof head);
     close(fd);
+    /* a safetensors file opens with an 8-byte length, then its JSON header */
+    if (got == (ssize_t)sizeof head && !bsq_checkpoint_sniff(head, 4) && head[8] != '{')
+        return bsq_fail(err, BSQ_ERR_FORMAT,
+                        "%s: neither a safetensors model nor a PyTorch checkpoint (zip)", path);
 
     bsq_tensorset ts;
     bsq_tensorset_init(&ts);
     bsq_status st;
-    if (got == 4 && bsq_checkpoint_sniff(head, 4))
+    if (got >= 4 && bsq_checkpoint_sniff(head, 4))
         st = bsq_checkpoint_read(path, &ts, err);
     else
         st = bsq_safetensors_read(path, &ts, err);

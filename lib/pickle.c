@@ -12,8 +12,9 @@
 #define MAX_STACK ((size_t)1 << 20)
 #define MAX_MARKS ((size_t)1 << 12)   /* nesting of MARK ... TUPLE/DICT/... */
 #define MAX_MEMO ((size_t)1 << 22)    /* highest memo index + 1 */
-#define MAX_NODES ((size_t)1 << 22)
+#define MAX_NODES ((size_t)1 << 21)
 #define MAX_DIMS 64                   /* of a tensor view */
+#define MIN_BUDGET ((size_t)1 << 20)  /* see pickle_load */
 
 typedef struct vm {
     const unsigned char *p;
@@ -27,6 +28,8 @@ typedef struct vm {
     size_t nmarks, marks_cap;
     pickle_value **memo;
     size_t memo_cap, memo_count;
+    size_t budget_bytes, budget_bytes_total;  /* string bytes left to allocate */
+    size_t budget_items, budget_items_total;  /* container slots left to fill */
     bsq_error *err;
 } vm;
 
@@ -146,7 +149,7 @@ const char *pickle_type_name(pickle_type t)
 
 /* ------------------------------------------------------------------ nodes */
 
-static void free_node(pickle_value *v)
+static void free_parts(pickle_value *v)
 {
     free(v->str);
     free(v->name);
@@ -156,7 +159,6 @@ static void free_node(pickle_value *v)
     free(v->size);
     free(v->stride);
     free(v->dtype);
-    free(v);
 }
 
 void pickle_doc_free(pickle_doc *doc)
@@ -164,11 +166,15 @@ void pickle_doc_free(pickle_doc *doc)
     if (!doc)
         return;
     for (size_t i = 0; i < doc->node_count; i++)
-        free_node(doc->nodes[i]);
-    free(doc->nodes);
+        free_parts(&doc->chunks[i / PICKLE_CHUNK][i % PICKLE_CHUNK]);
+    for (size_t c = 0; c < doc->chunk_count; c++)
+        free(doc->chunks[c]);
+    free(doc->chunks);
     memset(doc, 0, sizeof *doc);
 }
 
+/* Nodes come from chunks: one allocation per PICKLE_CHUNK values keeps
+ * large pickles cheap to build and to free. */
 static pickle_value *new_node(vm *m, pickle_type type)
 {
     pickle_doc *d = m->doc;
@@ -176,34 +182,48 @@ static pickle_value *new_node(vm *m, pickle_type type)
         vm_fail(m, BSQ_ERR_FORMAT, "more than %zu values", MAX_NODES);
         return NULL;
     }
-    if (d->node_count == d->node_cap) {
-        size_t cap = d->node_cap ? d->node_cap * 2 : 256;
-        pickle_value **p = realloc(d->nodes, cap * sizeof *p);
-        if (!p) {
+    if (d->node_count == d->chunk_count * PICKLE_CHUNK) {
+        if (d->chunk_count == d->chunk_cap) {
+            size_t cap = d->chunk_cap ? d->chunk_cap * 2 : 16;
+            pickle_value **p = realloc(d->chunks, cap * sizeof *p);
+            if (!p) {
+                NOMEM(m);
+                return NULL;
+            }
+            d->chunks = p;
+            d->chunk_cap = cap;
+        }
+        pickle_value *c = malloc(PICKLE_CHUNK * sizeof *c);
+        if (!c) {
             NOMEM(m);
             return NULL;
         }
-        d->nodes = p;
-        d->node_cap = cap;
+        d->chunks[d->chunk_count++] = c;
     }
-    pickle_value *v = calloc(1, sizeof *v);
-    if (!v) {
-        NOMEM(m);
-        return NULL;
-    }
+    pickle_value *v = &d->chunks[d->node_count / PICKLE_CHUNK][d->node_count % PICKLE_CHUNK];
+    memset(v, 0, sizeof *v);
     v->type = type;
-    d->nodes[d->node_count++] = v;
+    d->node_count++;
     return v;
 }
 
-static char *dup_bytes(const void *src, size_t n)
+/* Copies n bytes into a NUL-terminated string, charged to the budget:
+ * memo references let a small pickle copy one large string many times. */
+static char *dup_bytes(vm *m, const void *src, size_t n)
 {
-    char *s = malloc(n + 1);
-    if (s) {
-        if (n)
-            memcpy(s, src, n);
-        s[n] = '\0';
+    if (n > m->budget_bytes) {
+        vm_fail(m, BSQ_ERR_FORMAT, "strings exceed %zu bytes", m->budget_bytes_total);
+        return NULL;
     }
+    m->budget_bytes -= n;
+    char *s = malloc(n + 1);
+    if (!s) {
+        NOMEM(m);
+        return NULL;
+    }
+    if (n)
+        memcpy(s, src, n);
+    s[n] = '\0';
     return s;
 }
 
@@ -212,11 +232,9 @@ static pickle_value *new_string(vm *m, pickle_type type, const void *src, size_t
     pickle_value *v = new_node(m, type);
     if (!v)
         return NULL;
-    v->str = dup_bytes(src, n);
-    if (!v->str) {
-        NOMEM(m);
+    v->str = dup_bytes(m, src, n);
+    if (!v->str)
         return NULL;
-    }
     v->len = n;
     return v;
 }
@@ -232,6 +250,10 @@ static pickle_value *new_int(vm *m, int64_t i)
 /* Appends to items (and keys, for dicts) with amortised growth. */
 static bsq_status add_item(vm *m, pickle_value *c, pickle_value *key, pickle_value *item)
 {
+    /* Container constructors copy their argument: bounded like strings. */
+    if (m->budget_items == 0)
+        return vm_fail(m, BSQ_ERR_FORMAT, "containers exceed %zu items", m->budget_items_total);
+    m->budget_items--;
     if (c->count == c->cap) {
         size_t cap = c->cap ? c->cap * 2 : 4;
         pickle_value **p = realloc(c->items, cap * sizeof *p);
@@ -471,8 +493,8 @@ static int read_hex(const char *s, size_t n, uint32_t *out)
 /* STRING: a quoted Python 2 repr, escapes as codecs.escape_decode. */
 static bsq_status op_string(vm *m)
 {
-    const char *s;
-    size_t n;
+    const char *s = NULL;
+    size_t n = 0;
     bsq_status st = read_line(m, &s, &n);
     if (st != BSQ_OK)
         return st;
@@ -535,8 +557,8 @@ static bsq_status op_string(vm *m)
 /* UNICODE: raw-unicode-escape text. */
 static bsq_status op_unicode(vm *m)
 {
-    const char *s;
-    size_t n;
+    const char *s = NULL;
+    size_t n = 0;
     bsq_status st = read_line(m, &s, &n);
     if (st != BSQ_OK)
         return st;
@@ -623,11 +645,53 @@ static bsq_status op_long(vm *m, int width)
     return push(m, new_int(m, sv));
 }
 
+/* A decimal integer beyond int64 (protocol 0 INT/LONG) as a BIGINT:
+ * little-endian two's complement, like LONG1 carries it. */
+static bsq_status text_bigint(vm *m, const char *s, size_t n)
+{
+    size_t i = 0;
+    int neg = 0;
+    if (i < n && (s[i] == '-' || s[i] == '+'))
+        neg = s[i++] == '-';
+    if (i == n || n - i > 4096) /* long enough for any real value; bounds the quadratic loop */
+        return vm_fail(m, BSQ_ERR_FORMAT, "bad integer");
+    size_t cap = (n - i) / 2 + 2, used = 1;
+    unsigned char *b = calloc(cap, 1);
+    if (!b)
+        return NOMEM(m);
+    for (; i < n; i++) {
+        if (s[i] < '0' || s[i] > '9') {
+            free(b);
+            return vm_fail(m, BSQ_ERR_FORMAT, "bad integer");
+        }
+        unsigned carry = (unsigned)(s[i] - '0');
+        for (size_t k = 0; k < used; k++) {
+            unsigned v = b[k] * 10u + carry;
+            b[k] = (unsigned char)v;
+            carry = v >> 8;
+        }
+        if (carry)
+            b[used++] = (unsigned char)carry;
+    }
+    used++; /* room for the sign: cap leaves at least one spare byte */
+    if (neg) {
+        unsigned carry = 1;
+        for (size_t k = 0; k < used; k++) {
+            unsigned v = (unsigned char)~b[k] + carry;
+            b[k] = (unsigned char)v;
+            carry = v >> 8;
+        }
+    }
+    pickle_value *v = new_string(m, PICKLE_BIGINT, b, used);
+    free(b);
+    return push(m, v);
+}
+
 /* ------------------------------------------------------------------ memo */
 
 static bsq_status memo_put(vm *m, uint64_t idx)
 {
-    pickle_value *v;
+    pickle_value *v = NULL;
     bsq_status st = top(m, &v);
     if (st != BSQ_OK)
         return st;
@@ -806,11 +870,9 @@ static pickle_value *rebuild_tensor(vm *m, const pickle_value *args, int v3)
             vm_fail(m, BSQ_ERR_FORMAT, "_rebuild_tensor_v3: bad dtype");
             return NULL;
         }
-        t->dtype = dup_bytes(dt->name, strlen(dt->name));
-        if (!t->dtype) {
-            NOMEM(m);
+        t->dtype = dup_bytes(m, dt->name, strlen(dt->name));
+        if (!t->dtype)
             return NULL;
-        }
     }
     return t;
 }
@@ -909,15 +971,12 @@ static pickle_value *persistent(vm *m, pickle_value *pid)
         if (!s)
             return NULL;
         const pickle_value *cls = pid->items[1];
-        s->name = dup_bytes(cls->name, strlen(cls->name));
-        s->str = dup_bytes(pid->items[2]->str, pid->items[2]->len);
-        s->len = pid->items[2]->len;
-        s->location = dup_bytes(pid->items[3]->str, pid->items[3]->len);
-        s->i = numel;
-        if (!s->name || !s->str || !s->location) {
-            NOMEM(m);
+        if (!(s->name = dup_bytes(m, cls->name, strlen(cls->name))) ||
+            !(s->str = dup_bytes(m, pid->items[2]->str, pid->items[2]->len)) ||
+            !(s->location = dup_bytes(m, pid->items[3]->str, pid->items[3]->len)))
             return NULL;
-        }
+        s->len = pid->items[2]->len;
+        s->i = numel;
         return s;
     }
     pickle_value *p = new_node(m, PICKLE_PERSID);
@@ -1000,11 +1059,9 @@ static bsq_status make_global(vm *m, const char *mod, size_t mlen, const char *n
     pickle_value *g = new_node(m, PICKLE_GLOBAL);
     if (!g)
         return failed(m);
-    g->str = dup_bytes(mod, mlen);
+    if (!(g->str = dup_bytes(m, mod, mlen)) || !(g->name = dup_bytes(m, name, nlen)))
+        return failed(m);
     g->len = mlen;
-    g->name = dup_bytes(name, nlen);
-    if (!g->str || !g->name)
-        return NOMEM(m);
     return push(m, g);
 }
 
@@ -1015,9 +1072,9 @@ static bsq_status step(vm *m, int *done)
     bsq_status st = BSQ_OK;
     pickle_value *a = NULL, *b = NULL, *c = NULL;
     size_t base = 0;
-    const char *s, *s2;
-    size_t n, n2;
-    int64_t iv;
+    const char *s = NULL, *s2 = NULL;
+    size_t n = 0, n2 = 0;
+    int64_t iv = 0;
     m->op_pos = m->pos;
     m->op = m->p[m->pos++];
     switch (m->op) {
@@ -1087,9 +1144,9 @@ static bsq_status step(vm *m, int *done)
                 a->i = s[1] == '1';
             return push(m, a);
         }
-        if (!parse_decimal(s, n, &iv))
-            return vm_fail(m, BSQ_ERR_FORMAT, "bad or out-of-range integer");
-        return push(m, new_int(m, iv));
+        if (parse_decimal(s, n, &iv))
+            return push(m, new_int(m, iv));
+        return text_bigint(m, s, n);
     case 'J':
         if ((st = need(m, 4)) != BSQ_OK)
             return st;
@@ -1340,6 +1397,10 @@ bsq_status pickle_load(const void *bytes, size_t len, pickle_doc *doc, bsq_error
     m.len = len;
     m.doc = doc;
     m.err = err;
+    /* Each input byte yields at most one item or string byte; copies made
+     * through memo references get twice that plus some slack. */
+    m.budget_bytes = m.budget_bytes_total = len > SIZE_MAX / 4 ? SIZE_MAX / 2 : 2 * len + MIN_BUDGET;
+    m.budget_items = m.budget_items_total = m.budget_bytes_total;
     bsq_error local;
     if (!m.err) /* messages are needed internally to pass statuses on */
         m.err = &local;

@@ -60,10 +60,13 @@ struct pickle_value {
     char *dtype;
 };
 
+#define PICKLE_CHUNK 256
+
 typedef struct pickle_doc {
     pickle_value *root;
-    pickle_value **nodes;   /* every node, for freeing */
-    size_t node_count, node_cap;
+    pickle_value **chunks;  /* nodes, allocated PICKLE_CHUNK at a time */
+    size_t chunk_count, chunk_cap;
+    size_t node_count;
     int protocol;           /* from PROTO, 0 if absent */
 } pickle_doc;
 
