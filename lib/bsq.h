@@ -77,6 +77,11 @@ bsq_status bsq_model_open(const char *path, const bsq_config *hints,
                           bsq_model **out, bsq_error *err);
 void bsq_model_close(bsq_model *model);
 const bsq_config *bsq_model_config(const bsq_model *model);
+/* A SHA-256 over the configuration and every parameter as f32: two models
+ * with the same fingerprint produce the same tokens and pixels. Computed on
+ * first use (a pass over the weights), then remembered; thread-safe. */
+bsq_status bsq_model_fingerprint(const bsq_model *model, uint8_t out[32], bsq_error *err);
+
 /* Writes the model as safetensors in the official key layout, with its
  * configuration in the metadata; tensors stored as `dtype`. Written to a
  * temporary name and renamed, so a failed save leaves nothing behind. */

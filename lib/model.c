@@ -13,6 +13,7 @@
 #include "model_config.h"
 #include "error.h"
 #include "safetensors.h"
+#include "sha256.h"
 
 /* Walks the official state-dict layout for a configuration. For each
  * parameter it records name/shape/offset in `out` (when not NULL) and, when
@@ -128,6 +129,7 @@ bsq_status bsq_model_alloc(const bsq_config *cfg, bsq_model **out, bsq_error *er
     if (!m)
         return bsq_fail(err, BSQ_ERR_NOMEM, "out of memory");
     m->cfg = *cfg;
+    pthread_mutex_init(&m->fp_lock, NULL);
     walker count = {NULL, 0, 0, NULL};
     walk(&count, cfg, NULL);
     m->params = calloc(count.n, sizeof *m->params);
@@ -155,9 +157,54 @@ void bsq_model_close(bsq_model *m)
     if (!m)
         return;
     bsq_model_w_free(&m->w);
+    pthread_mutex_destroy(&m->fp_lock);
     free(m->params);
     free(m->data);
     free(m);
+}
+
+bsq_status bsq_model_fingerprint(const bsq_model *cm, uint8_t out[32], bsq_error *err)
+{
+    if (!cm || !out)
+        return bsq_fail(err, BSQ_ERR_INVALID_ARGUMENT, "bsq_model_fingerprint: NULL argument");
+    bsq_model *m = (bsq_model *)cm; /* the cache is not part of the model's value */
+    pthread_mutex_lock(&m->fp_lock);
+    if (!m->fp_done) {
+        char *json = bsq_config_to_json(&m->cfg);
+        if (!json) {
+            pthread_mutex_unlock(&m->fp_lock);
+            return bsq_fail(err, BSQ_ERR_NOMEM, "out of memory");
+        }
+        bsq_sha256 h;
+        bsq_sha256_init(&h);
+        bsq_sha256_update(&h, "bsq-model-fingerprint-v1", 25);
+        bsq_sha256_update(&h, json, strlen(json) + 1);
+        free(json);
+        for (size_t i = 0; i < m->nparams; i++) {
+            const bsq_param *p = &m->params[i];
+            bsq_sha256_update(&h, p->name, strlen(p->name) + 1);
+            /* floats as little-endian bytes, whatever the host */
+            unsigned char buf[4096];
+            const float *src = m->data + p->offset;
+            for (size_t j = 0; j < p->count;) {
+                size_t n = 0;
+                for (; n < sizeof buf && j < p->count; n += 4, j++) {
+                    uint32_t u;
+                    memcpy(&u, &src[j], 4);
+                    buf[n] = (unsigned char)u;
+                    buf[n + 1] = (unsigned char)(u >> 8);
+                    buf[n + 2] = (unsigned char)(u >> 16);
+                    buf[n + 3] = (unsigned char)(u >> 24);
+                }
+                bsq_sha256_update(&h, buf, n);
+            }
+        }
+        bsq_sha256_final(&h, m->fp);
+        m->fp_done = 1;
+    }
+    memcpy(out, m->fp, 32);
+    pthread_mutex_unlock(&m->fp_lock);
+    return BSQ_OK;
 }
 
 const bsq_config *bsq_model_config(const bsq_model *m) { return &m->cfg; }

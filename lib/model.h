@@ -32,6 +32,8 @@ typedef struct bsq_param {
     size_t offset, count; /* in floats, within the parameter block */
 } bsq_param;
 
+#include <pthread.h>
+
 struct bsq_model {
     bsq_config cfg;
     bsq_param *params;
@@ -39,6 +41,9 @@ struct bsq_model {
     size_t total;    /* floats in the block */
     float *data;     /* the parameter block (64-byte aligned) */
     bsq_model_w w;   /* pointers into data */
+    pthread_mutex_t fp_lock; /* guards the lazily computed fingerprint */
+    int fp_done;
+    uint8_t fp[32];
 };
 
 /* Builds a model from named tensors (safetensors or checkpoint contents):

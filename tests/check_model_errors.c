@@ -17,6 +17,7 @@
 #include "json.h"
 #include "model.h"
 #include "safetensors.h"
+#include "sha256.h"
 #include "testutil.h"
 
 #define IMG "img32_w64_l2_L18g9.weights.safetensors"
@@ -1002,6 +1003,66 @@ START_TEST(test_save_unwritable)
 }
 END_TEST
 
+/* SHA-256 itself, on the FIPS 180-4 examples */
+START_TEST(test_sha256_vectors)
+{
+    static const struct {
+        const char *in, *hex;
+    } v[] = {
+        {"abc", "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"},
+        {"", "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"},
+        {"abcdbcdecdefdefgefghfghighijhijkijkljklmklmnlmnomnopnopq",
+         "248d6a61d20638b8e5c026930c3e6039a33ce45964ff2167f6ecedd419db06c1"},
+    };
+    for (size_t i = 0; i < sizeof v / sizeof v[0]; i++) {
+        bsq_sha256 h;
+        uint8_t out[32];
+        char hex[65];
+        bsq_sha256_init(&h);
+        /* fed one byte at a time, to cross block boundaries */
+        for (const char *c = v[i].in; *c; c++)
+            bsq_sha256_update(&h, c, 1);
+        bsq_sha256_final(&h, out);
+        for (int j = 0; j < 32; j++)
+            snprintf(hex + 2 * j, 3, "%02x", out[j]);
+        ck_assert_str_eq(hex, v[i].hex);
+    }
+}
+END_TEST
+
+/* The fingerprint follows the weights: stable, kept by an f32 save,
+ * changed by bf16 rounding, different between models. */
+START_TEST(test_fingerprint)
+{
+    char *a = fixture("img32_w64_l2_L18g9.weights.safetensors");
+    char *b = fixture("img32x48_w64_l2_L36g4.weights.safetensors");
+    bsq_model *ma = open_ok(a, NULL), *mb = open_ok(b, NULL);
+    uint8_t fa[32], fa2[32], fb[32], f32[32], f16[32];
+    bsq_error err;
+    ck_assert_int_eq(bsq_model_fingerprint(ma, fa, &err), BSQ_OK);
+    ck_assert_int_eq(bsq_model_fingerprint(ma, fa2, &err), BSQ_OK);
+    ck_assert(memcmp(fa, fa2, 32) == 0);
+    ck_assert_int_eq(bsq_model_fingerprint(mb, fb, &err), BSQ_OK);
+    ck_assert(memcmp(fa, fb, 32) != 0);
+    char *dir = tu_tmpdir();
+    size_t size;
+    bsq_model *r32 = save_and_reopen(dir, ma, BSQ_F32, BSQ_DT_F32, &size);
+    ck_assert_int_eq(bsq_model_fingerprint(r32, f32, &err), BSQ_OK);
+    ck_assert(memcmp(fa, f32, 32) == 0);
+    bsq_model *rbf = save_and_reopen(dir, ma, BSQ_BF16, BSQ_DT_BF16, &size);
+    ck_assert_int_eq(bsq_model_fingerprint(rbf, f16, &err), BSQ_OK);
+    ck_assert(memcmp(fa, f16, 32) != 0);
+    ck_assert_int_eq(bsq_model_fingerprint(NULL, fa, &err), BSQ_ERR_INVALID_ARGUMENT);
+    bsq_model_close(r32);
+    bsq_model_close(rbf);
+    bsq_model_close(ma);
+    bsq_model_close(mb);
+    tu_rmdir(dir);
+    free(a);
+    free(b);
+}
+END_TEST
+
 static Suite *model_suite(void)
 {
     Suite *s = suite_create("model_errors");
@@ -1040,6 +1101,8 @@ static Suite *model_suite(void)
     tcase_add_test(save, test_save_bf16);
     tcase_add_test(save, test_save_config_from_hints);
     tcase_add_test(save, test_save_unwritable);
+    tcase_add_test(save, test_sha256_vectors);
+    tcase_add_test(save, test_fingerprint);
     suite_add_tcase(s, save);
     return s;
 }
