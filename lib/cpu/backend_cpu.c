@@ -262,9 +262,12 @@ static void cpu_destroy(bsq_backend *be)
             free(cpu->scratch[i]);
         if (cpu->gemm_scratch)
             free(cpu->gemm_scratch[i]);
+        if (cpu->kv_pack)
+            free(cpu->kv_pack[i]);
     }
     free(cpu->scratch);
     free(cpu->gemm_scratch);
+    free(cpu->kv_pack);
     free(cpu->packed);
     free(cpu);
 }
@@ -290,9 +293,10 @@ bsq_status bsq_backend_cpu_create(int threads, bsq_backend **out, bsq_error *err
     cpu->scratch_len = BSQ_ATT_QB * BSQ_ATT_KB + 2 * BSQ_ATT_QB * BSQ_ATT_MAX_HEAD_DIM + 2 * BSQ_ATT_QB;
     cpu->scratch = calloc((size_t)threads, sizeof *cpu->scratch);
     cpu->gemm_scratch = calloc((size_t)threads, sizeof *cpu->gemm_scratch);
+    cpu->kv_pack = calloc((size_t)threads, sizeof *cpu->kv_pack);
     cpu->pool = bsq_pool_create(threads);
     bsq_cpu_gemm_init(cpu);
-    int ok = cpu->scratch && cpu->gemm_scratch && cpu->pool;
+    int ok = cpu->scratch && cpu->gemm_scratch && cpu->kv_pack && cpu->pool;
     for (int i = 0; ok && i < threads; i++)
         ok = (cpu->scratch[i] = aligned_alloc(64, cpu->scratch_len * sizeof(float))) != NULL &&
              (cpu->gemm_scratch[i] = aligned_alloc(64, bsq_cpu_gemm_scratch() * sizeof(float))) != NULL;

@@ -29,6 +29,8 @@ typedef struct bsq_cpu {
     float **gemm_scratch; /* per-thread packing buffers */
     float *packed;        /* the input of a product, packed (grows) */
     size_t packed_len;
+    float **kv_pack;      /* per-thread packed keys and values of one head */
+    size_t kv_pack_len;   /* floats per thread */
     const float *weights_lo, *weights_hi; /* the model's immutable weights */
     bsq_packed_w *packed_w;               /* weight matrices packed once */
     size_t npacked_w, cap_packed_w;
@@ -41,6 +43,20 @@ typedef struct bsq_cpu {
 #define BSQ_GEMM_MAX_N 256
 void bsq_cpu_gemm(const bsq_gemm_kernel *kn, int m, int n, int k, const float *a, size_t lda,
                   const float *b, size_t ldb, int b_trans, float *c, size_t ldc, float *scratch);
+
+/* B packed once into NR-column micro-panels over its full depth k
+ * ([n/NR][k][NR]; b_trans: B given as [n][k], else [k][n]), and products
+ * C[m][n] += A[m][k] B against it (A packed per call into scratch). Only
+ * with a packed kernel (kn->fn); pack size 0 means none. */
+size_t bsq_cpu_pack_b_size(const bsq_gemm_kernel *kn, int n, int k);
+void bsq_cpu_pack_b_full(const bsq_gemm_kernel *kn, const float *b, size_t ldb, int n, int k,
+                         int b_trans, float *out);
+void bsq_cpu_gemm_prepacked(const bsq_gemm_kernel *kn, int m, int n, int k, const float *a,
+                            size_t lda, const float *pb, float *c, size_t ldc, float *scratch);
+/* The same against rows [koff, koff + k) of B packed over `depth` rows. */
+void bsq_cpu_gemm_prepacked_offset(const bsq_gemm_kernel *kn, int m, int n, int k, const float *a,
+                                   size_t lda, const float *pb, size_t depth, size_t koff, float *c,
+                                   size_t ldc, float *scratch);
 
 /* Selects the matrix-product kernel; the packing buffers it needs per
  * thread, in floats. */

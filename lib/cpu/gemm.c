@@ -267,6 +267,52 @@ void bsq_cpu_gemm(const bsq_gemm_kernel *kn, int m, int n, int k, const float *a
                 (int)lda, b, (int)ldb, 1.0f, c, (int)ldc);
 }
 
+size_t bsq_cpu_pack_b_size(const bsq_gemm_kernel *kn, int n, int k)
+{
+    return kn->fn ? ((size_t)n + kn->nr - 1) / kn->nr * kn->nr * (size_t)k : 0;
+}
+
+void bsq_cpu_pack_b_full(const bsq_gemm_kernel *kn, const float *b, size_t ldb, int n, int k,
+                         int b_trans, float *out)
+{
+#ifdef HAVE_OWN_GEMM
+    if (b_trans)
+        pack_b(b, ldb, n, 0, k, kn->nr, out);
+    else
+        pack_b_kn(b, ldb, n, 0, k, kn->nr, out);
+#else
+    (void)kn, (void)b, (void)ldb, (void)n, (void)k, (void)b_trans, (void)out;
+#endif
+}
+
+void bsq_cpu_gemm_prepacked_offset(const bsq_gemm_kernel *kn, int m, int n, int k, const float *a,
+                                   size_t lda, const float *pb, size_t depth, size_t koff, float *c,
+                                   size_t ldc, float *scratch)
+{
+#ifdef HAVE_OWN_GEMM
+    const size_t bstride = depth * kn->nr; /* between B micro-panels */
+    for (int k0 = 0; k0 < k; k0 += KC) {
+        int kc = k - k0 < KC ? k - k0 : KC;
+        pack_a_block(a, lda, m, k0, kc, kn->mr, scratch);
+        for (int j0 = 0; j0 < n; j0 += kn->nr)
+            for (int i0 = 0; i0 < m; i0 += kn->mr)
+                kn->fn(kc, scratch + (size_t)(i0 / kn->mr) * kc * kn->mr,
+                       pb + (size_t)(j0 / kn->nr) * bstride + (koff + (size_t)k0) * kn->nr,
+                       c + (size_t)i0 * ldc + j0, ldc, m - i0 < kn->mr ? m - i0 : kn->mr,
+                       n - j0 < kn->nr ? n - j0 : kn->nr);
+    }
+#else
+    (void)kn, (void)m, (void)n, (void)k, (void)a, (void)lda, (void)pb, (void)depth, (void)koff,
+        (void)c, (void)ldc, (void)scratch;
+#endif
+}
+
+void bsq_cpu_gemm_prepacked(const bsq_gemm_kernel *kn, int m, int n, int k, const float *a,
+                            size_t lda, const float *pb, float *c, size_t ldc, float *scratch)
+{
+    bsq_cpu_gemm_prepacked_offset(kn, m, n, k, a, lda, pb, (size_t)k, 0, c, ldc, scratch);
+}
+
 /* Floats of per-thread scratch the packed kernel needs (one packed W
  * block). */
 size_t bsq_cpu_gemm_scratch(void)
