@@ -351,6 +351,9 @@ static int run_gemm(int argc, char **argv)
         }
         be->ops->upload(be, g.bx, x, xn);
         be->ops->upload(be, g.bw, w, maxkn);
+        /* as a context does with a model: weights declared immutable, so
+         * they are packed once (at the first, warm-up, product) */
+        be->ops->set_weights(be, g.bw, maxkn);
         be->ops->upload(be, g.bb, b, 3072);
         float *bias_buf = g.bb;
         if (!bias)
