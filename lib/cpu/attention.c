@@ -35,17 +35,10 @@ static void softmax_block(float *s, int qn, int kn, size_t k0, const bsq_attenti
         float *row = s + (size_t)i * BSQ_ATT_KB;
         size_t lim = key_limit(a, q0 + i);
         int valid = lim <= k0 ? 0 : (int)(lim - k0 < (size_t)kn ? lim - k0 : (size_t)kn);
-        float m = mx[i];
-        for (int c = 0; c < valid; c++)
-            m = row[c] > m ? row[c] : m;
-        for (int c = 0; c < valid; c++)
-            row[c] -= m;
-        bsq_cpu_exp_inplace(row, (size_t)valid);
+        float m = bsq_cpu_max_span(row, (size_t)valid, mx[i]);
+        float rs = bsq_cpu_exp_sum_span(row, (size_t)valid, m);
         for (int c = valid; c < kn; c++)
             row[c] = 0.0f;
-        float rs = 0.0f;
-        for (int c = 0; c < valid; c++)
-            rs += row[c];
         if (valid && m != mx[i]) {
             float corr = mx[i] == -INFINITY ? 0.0f : expf(mx[i] - m);
             sum[i] *= corr;

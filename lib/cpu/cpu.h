@@ -67,6 +67,8 @@ size_t bsq_cpu_gemm_scratch(void);
 /* Vectorised elementwise kernels (kernels.c). Accurate to a few ulp of
  * float: exp within 2e-7 relative, erf within 2e-7 absolute. */
 void bsq_cpu_exp_inplace(float *x, size_t n);
+float bsq_cpu_max_span(const float *x, size_t n, float start);
+float bsq_cpu_exp_sum_span(float *x, size_t n, float m);
 void bsq_cpu_gelu_span(float *x, size_t n);
 void bsq_cpu_tanh_span(float *x, size_t n);
 void bsq_cpu_layernorm_row(const float *x, const float *w, const float *b, float *y, int d,

@@ -109,3 +109,44 @@ VECTORISED void bsq_cpu_layernorm_row(const float *x, const float *w, const floa
     for (int i = 0; i < d; i++)
         y[i] = (x[i] - mean) * inv * w[i] + b[i];
 }
+
+/* max over x[0..n) together with `start`; 16 independent lanes so the loop
+ * vectorises without reassociating floats (the result is exact anyway). */
+VECTORISED float bsq_cpu_max_span(const float *x, size_t n, float start)
+{
+    float lane[16];
+    for (int l = 0; l < 16; l++)
+        lane[l] = start;
+    size_t i = 0;
+    for (; i + 16 <= n; i += 16)
+        for (int l = 0; l < 16; l++)
+            lane[l] = x[i + l] > lane[l] ? x[i + l] : lane[l];
+    float m = start;
+    for (int l = 0; l < 16; l++)
+        m = lane[l] > m ? lane[l] : m;
+    for (; i < n; i++)
+        m = x[i] > m ? x[i] : m;
+    return m;
+}
+
+/* x = exp(x - m) in place; returns the sum (in 16 lanes, a fixed order). */
+VECTORISED float bsq_cpu_exp_sum_span(float *x, size_t n, float m)
+{
+    float lane[16] = {0};
+    size_t i = 0;
+    for (; i + 16 <= n; i += 16)
+        for (int l = 0; l < 16; l++) {
+            float e = exp_poly(clampf(x[i + l] - m, -87.0f, 88.0f));
+            x[i + l] = e;
+            lane[l] += e;
+        }
+    float s = 0.0f;
+    for (; i < n; i++) {
+        float e = exp_poly(clampf(x[i] - m, -87.0f, 88.0f));
+        x[i] = e;
+        s += e;
+    }
+    for (int l = 0; l < 16; l++)
+        s += lane[l];
+    return s;
+}
