@@ -1,0 +1,426 @@
+/* The context-adaptive baseline prior: integer-only, nothing learned offline.
+ *
+ * Visit order: tokens in layout order (tile row, tile column, grid row, grid
+ * column), each token's bits from dimension 0 (MSB) to L-1. When bit d of a
+ * token is coded the decoder already has every bit of the previous frame,
+ * bits 0..d-1 of this token, and the tokens before it in the same tile.
+ *
+ * Nine reference tokens per token: the co-located one of the previous frame
+ * (P), its four neighbours there (PW, PE, PN, PS), and the causal neighbours
+ * in this frame (W, N, NW, NE); a reference outside the tile, or in the
+ * previous frame of a GOP's first frame, is absent. Five adaptive tables,
+ * each with its own small context (all also indexed by d), predict the bit:
+ *   temporal   P's bit d, mismatches so far between this token and P
+ *   spatial    W, N, NW, NE bits d
+ *   similarity W and N bits d, mismatches so far with W and with N
+ *   motion     P's bit d, how many of PW/PE/PN/PS have bit d set
+ *   match      among references that agree with this token on all bits so
+ *              far, and among those off by one bit: none / all say 0 / all
+ *              say 1 / split
+ * "Mismatches so far" (bits 0..d-1, capped at 3) tells an unchanged or
+ * copied token from a new one after a bit or two, which per-bit contexts
+ * cannot; "match" is decoder-side block matching over the references.
+ * Absent references are a third state ("none") where they index a table.
+ *
+ * Tables hold 22-bit probabilities with a hit count: the update rate starts
+ * at 2/3 and falls as 2/(2n+3) to a floor of about 1/256 (fast learning,
+ * then stable estimates). A logistic mixer (PAQ-style, fixed point) adds
+ * the stretched predictions (ln(p/(1-p)) with 8 fractional bits) with
+ * weights chosen by P's bit and the mismatches with P, squashes the sum to
+ * a 16-bit probability for the coder and moves the weights along the
+ * coding error. Everything is integer arithmetic on exact-width types, so
+ * every machine computes the same probabilities. */
+#ifdef HAVE_CONFIG_H
+#include "config.h"
+#endif
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "codec/prior.h"
+#include "codec/rangecoder.h"
+#include "error.h"
+
+#define CM_NAME "context"
+#define CM_VERSION 1 /* bump on any change to the coded bytes */
+
+#if defined(__GNUC__)
+#define CM_INLINE static inline __attribute__((always_inline))
+#else
+#define CM_INLINE static inline
+#endif
+
+enum {
+    MAX_L = 64,
+    N_IN = 5,         /* table inputs to the mixer */
+    N_W = N_IN + 1,   /* plus a bias input */
+    COUNT_LIMIT = 255, /* slowest table rate: 2/(2*255+3) */
+    /* table sizes per dimension */
+    SZ_TEMPORAL = 3 * 4,
+    SZ_SPATIAL = 81,
+    SZ_SIMILAR = 3 * 4 * 3 * 4,
+    SZ_MOTION = 3 * 25,
+    SZ_MATCH = 4 * 4,
+    OFF_TEMPORAL = 0,
+    OFF_SPATIAL = OFF_TEMPORAL + SZ_TEMPORAL,
+    OFF_SIMILAR = OFF_SPATIAL + SZ_SPATIAL,
+    OFF_MOTION = OFF_SIMILAR + SZ_SIMILAR,
+    OFF_MATCH = OFF_MOTION + SZ_MOTION,
+    SZ_DIM = OFF_MATCH + SZ_MATCH,
+    MIX_SETS = 3 * 4, /* weight sets, chosen by co-located bit and mismatches */
+    MIX_SHIFT = 16,   /* weights: 1.0 = 65536 */
+    MIX_LR_SHIFT = 16, /* weight step = stretch * error (16-bit) >> this */
+    W_MAX = 1 << 20,  /* weights are clamped to +-16.0 (see code_frame) */
+    CLAMP_EVERY = 64, /* tokens between weight clamps */
+    STRETCH_MAX = 2047
+};
+
+/* 65536 / (1 + exp(-x)) at x = -8, -7.5, ..., 8 (rounded; generated
+ * offline, integers here so nothing depends on a libm). */
+static const int32_t squash_points[33] = {
+    22,    36,    60,    98,    162,   267,   439,   720,   1179,  1921,  3108,
+    4971,  7812,  11955, 17625, 24743, 32768, 40793, 47911, 53581, 57724, 60565,
+    62428, 63615, 64357, 64816, 65097, 65269, 65374, 65438, 65476, 65500, 65514};
+
+typedef struct cm_prior {
+    bsq_prior base;
+    size_t count;   /* tokens per frame */
+    int has_prev;   /* a previous frame exists in this GOP */
+    uint64_t *prev; /* the previous frame's tokens */
+    uint32_t *tab;  /* all tables: L * SZ_DIM entries, p22 << 10 | count */
+    int32_t w[MIX_SETS * N_W];   /* mixer weights, 1.0 = 65536 */
+    int32_t dt[COUNT_LIMIT + 1]; /* 131072 / (2n + 3): update rate by count */
+    int16_t stretch[4096];       /* 12-bit probability -> ln-odds * 256 */
+    uint16_t squash[2 * STRETCH_MAX + 1]; /* ln-odds -> P(1), 16 bits, >= 1 */
+} cm_prior;
+
+/* Right shifts of negative values must floor (arithmetic shift). C11 leaves
+ * that to the implementation; every compiler we know documents it, and this
+ * refuses to build where it does not, so coded bytes cannot silently differ. */
+_Static_assert((-5 >> 1) == -3 && ((int64_t)-5 >> 1) == -3,
+               "the context prior needs arithmetic right shifts of signed values");
+CM_INLINE int64_t asr(int64_t x, int s) { return x >> s; }
+
+/* ln-odds (8 fractional bits, |x| <= 2047) -> P(1) in 1/65536 units. */
+static int32_t squash(int32_t x)
+{
+    if (x > STRETCH_MAX)
+        x = STRETCH_MAX;
+    if (x < -STRETCH_MAX)
+        x = -STRETCH_MAX;
+    int32_t u = x + 2048; /* 1..4095: 16 points per unit, 128 steps each */
+    int32_t i = u >> 7, f = u & 127;
+    return (squash_points[i] * (128 - f) + squash_points[i + 1] * f + 64) >> 7;
+}
+
+static void init_tables(cm_prior *m)
+{
+    for (int n = 0; n <= COUNT_LIMIT; n++)
+        m->dt[n] = 131072 / (2 * n + 3);
+    /* stretch = inverse of squash over 12-bit probabilities */
+    int pi = 0;
+    for (int x = -STRETCH_MAX; x <= STRETCH_MAX; x++) {
+        int v = squash(x) >> 4;
+        for (int j = pi; j <= v; j++)
+            m->stretch[j] = (int16_t)x;
+        pi = v + 1;
+    }
+    for (int j = pi; j < 4096; j++)
+        m->stretch[j] = STRETCH_MAX;
+    for (int x = -STRETCH_MAX; x <= STRETCH_MAX; x++)
+        m->squash[x + STRETCH_MAX] = (uint16_t)squash(x); /* 22..65514 */
+}
+
+static void cm_reset(bsq_prior *p)
+{
+    cm_prior *m = (cm_prior *)p;
+    int L = p->geom.L;
+    m->has_prev = 0;
+    for (size_t i = 0; i < (size_t)L * SZ_DIM; i++)
+        m->tab[i] = (uint32_t)1 << 31; /* p = 1/2, count 0 */
+    for (int i = 0; i < MIX_SETS; i++) {
+        for (int k = 0; k < N_IN; k++)
+            m->w[i * N_W + k] = (1 << MIX_SHIFT) / N_IN; /* start as the average */
+        m->w[i * N_W + N_IN] = 0; /* bias */
+    }
+}
+
+/* Table update towards the coded bit: p += (target - p) * 2 / (2n + 3),
+ * then n += 1 up to COUNT_LIMIT. */
+CM_INLINE void tab_update(uint32_t *t, uint32_t bit, const int32_t *dt)
+{
+    uint32_t v = *t, n = v & 1023u;
+    int32_t p = (int32_t)(v >> 10);
+    int32_t target = (int32_t)((0u - bit) & ((1u << 22) - 1));
+    p += (int32_t)asr((int64_t)(target - p) * dt[n], 16);
+    if (n < COUNT_LIMIT)
+        n++;
+    *t = (uint32_t)p << 10 | n;
+}
+
+/* Bit s of a token word, as 0 or 1. */
+CM_INLINE uint32_t bit_at(uint64_t tok, int s) { return (uint32_t)(tok >> s) & 1u; }
+
+/* Counter of mismatches (0..3), saturating at 3: 3 + 1 = 4 falls back to 3. */
+CM_INLINE uint32_t count3(uint32_t n, uint32_t mismatch)
+{
+    n += mismatch;
+    return n - (n >> 2);
+}
+
+/* Reference tokens, as bit positions in a column (one bit per reference). */
+enum { R_P, R_W, R_N, R_NW, R_NE, R_PW, R_PE, R_PN, R_PS, N_REF };
+
+/* W, N, NW, NE bits (column bits 1..4) -> their base-3 digits 27w+9n+3nw+ne. */
+static const uint8_t spatial_index[16] = {0,  27, 9,  36, 3,  30, 12, 39,
+                                          1,  28, 10, 37, 4,  31, 13, 40};
+/* PW, PE, PN, PS bits (column bits 5..8) -> 5 * how many are set. */
+static const uint8_t motion_index[16] = {0,  5,  5,  10, 5,  10, 10, 15,
+                                         5,  10, 10, 15, 10, 15, 15, 20};
+
+/* Match state of a set of references: none, all say 0, all say 1, split. */
+CM_INLINE uint32_t match_state(uint32_t set, uint32_t col)
+{
+    uint32_t ones = col & set;
+    return set == 0 ? 0 : ones == 0 ? 1 : ones == set ? 2 : 3;
+}
+
+/* Codes (decoding: fills) one frame. The encoder and decoder run this same
+ * code, so their contexts and probabilities agree by construction. An
+ * absent reference reads as 0; where a table distinguishes "none", a
+ * per-token offset adds 2 to its base-3 digit. */
+CM_INLINE void code_frame(cm_prior *m, const uint64_t *in, uint64_t *out,
+                          bsq_rc_encoder *enc, bsq_rc_decoder *dec, const int decoding)
+{
+    const bsq_frame_geom *g = &m->base.geom;
+    const int L = g->L, gh = g->grid_h, gw = g->grid_w;
+    const size_t tile = (size_t)gh * gw, ntiles = (size_t)g->tiles_y * g->tiles_x;
+    const uint32_t hp = (uint32_t)m->has_prev;
+    uint32_t *const tab = m->tab;
+    int32_t *const wts = m->w;
+    const int32_t *const dt = m->dt;
+    const int16_t *const stretch = m->stretch;
+    const uint16_t *const squash_tab = m->squash + STRETCH_MAX;
+
+    for (size_t t = 0; t < ntiles; t++) {
+        const uint64_t *cur = in + t * tile;
+        const uint64_t *pv = m->prev + t * tile;
+        int x = 0, y = 0; /* position of token i in its tile */
+        for (size_t i = 0; i < tile; i++) {
+            uint64_t R[N_REF];
+            uint32_t has[N_REF];
+            has[R_P] = hp;
+            has[R_W] = x > 0;
+            has[R_N] = y > 0;
+            has[R_NW] = has[R_W] & has[R_N];
+            has[R_NE] = has[R_N] & (x + 1 < gw);
+            has[R_PW] = hp & has[R_W];
+            has[R_PE] = hp & (x + 1 < gw);
+            has[R_PN] = hp & has[R_N];
+            has[R_PS] = hp & (y + 1 < gh);
+            R[R_P] = has[R_P] ? pv[i] : 0;
+            R[R_W] = has[R_W] ? cur[i - 1] : 0;
+            R[R_N] = has[R_N] ? cur[i - gw] : 0;
+            R[R_NW] = has[R_NW] ? cur[i - gw - 1] : 0;
+            R[R_NE] = has[R_NE] ? cur[i - gw + 1] : 0;
+            R[R_PW] = has[R_PW] ? pv[i - 1] : 0;
+            R[R_PE] = has[R_PE] ? pv[i + 1] : 0;
+            R[R_PN] = has[R_PN] ? pv[i - gw] : 0;
+            R[R_PS] = has[R_PS] ? pv[i + gw] : 0;
+            uint32_t avail = 0;
+            for (int r = 0; r < N_REF; r++)
+                avail |= has[r] << r;
+            const uint64_t tok = decoding ? 0 : cur[i];
+            const uint32_t np = 2 * (1 - has[R_P]), nw = 2 * (1 - has[R_W]),
+                           nn = 2 * (1 - has[R_N]);
+            const uint32_t off_spatial = 27 * nw + 9 * nn + 6 * (1 - has[R_NW]) + 2 * (1 - has[R_NE]);
+            const uint32_t off_motion = has[R_PW] + has[R_PE] + has[R_PN] + has[R_PS];
+            uint64_t acc = 0;        /* bits coded so far, at their positions */
+            uint32_t mp = 0, mw = 0, mn = 0; /* mismatches so far with P, W, N */
+            uint32_t exact = avail, off1 = 0; /* references 0 / 1 bit off so far */
+
+            for (int d = 0; d < L; d++) {
+                const int s = L - 1 - d;
+                uint32_t col = 0; /* bit d of every reference */
+                for (int r = 0; r < N_REF; r++)
+                    col |= bit_at(R[r], s) << r;
+                const uint32_t p3 = (col & 1) + np, w3 = ((col >> R_W) & 1) + nw,
+                               n3 = ((col >> R_N) & 1) + nn;
+                uint32_t *const base = tab + (size_t)d * SZ_DIM;
+                uint32_t *c[N_IN];
+                c[0] = base + OFF_TEMPORAL + p3 * 4 + mp;
+                c[1] = base + OFF_SPATIAL + off_spatial + spatial_index[(col >> 1) & 15];
+                c[2] = base + OFF_SIMILAR + w3 * 48 + mw * 12 + n3 * 4 + mn;
+                c[3] = base + OFF_MOTION + p3 * 25 + motion_index[col >> 5] + off_motion;
+                c[4] = base + OFF_MATCH + match_state(exact, col) * 4 + match_state(off1, col);
+
+                int32_t *const w = wts + (p3 * 4 + mp) * N_W;
+                int32_t st[N_W];
+                int64_t dot = 0;
+                for (int k = 0; k < N_IN; k++) {
+                    st[k] = stretch[*c[k] >> 20];
+                    dot += (int64_t)st[k] * w[k];
+                }
+                st[N_IN] = 256;
+                dot += (int64_t)st[N_IN] * w[N_IN];
+                int64_t xs = asr(dot, MIX_SHIFT);
+                xs = xs > STRETCH_MAX ? STRETCH_MAX : xs < -STRETCH_MAX ? -STRETCH_MAX : xs;
+                const uint32_t p1 = squash_tab[xs]; /* 22..65514 */
+
+                uint32_t bit;
+                if (decoding) {
+                    bit = (uint32_t)bsq_rc_decode(dec, p1);
+                } else {
+                    bit = bit_at(tok, s);
+                    bsq_rc_encode(enc, (int)bit, p1);
+                }
+
+                const int32_t err = (int32_t)(bit << 16) - (int32_t)p1; /* 16-bit units */
+                /* |st * err| < 2^27; rounded so a saturated mix stops moving */
+                for (int k = 0; k < N_W; k++)
+                    w[k] += (int32_t)asr(st[k] * err + (1 << (MIX_LR_SHIFT - 1)), MIX_LR_SHIFT);
+                for (int k = 0; k < N_IN; k++)
+                    tab_update(c[k], bit, dt);
+
+                acc |= (uint64_t)bit << s;
+                const uint32_t miss = (col ^ (0u - bit)) & avail; /* references that differ */
+                mp = count3(mp, miss & 1);
+                mw = count3(mw, (miss >> R_W) & 1);
+                mn = count3(mn, (miss >> R_N) & 1);
+                off1 = (off1 & ~miss) | (exact & miss);
+                exact &= ~miss;
+            }
+            if (decoding)
+                out[t * tile + i] = acc; /* now a reference for what follows */
+            /* A step moves a weight by at most 2048; clamping every 64 tokens
+             * (and at each tile's end) bounds |w| below 2^20 + 2^25, so the
+             * int32 weights and the int64 sum never overflow. */
+            if (i % CLAMP_EVERY == CLAMP_EVERY - 1 || i + 1 == tile) {
+                for (int k = 0; k < MIX_SETS * N_W; k++)
+                    wts[k] = wts[k] > W_MAX ? W_MAX : wts[k] < -W_MAX ? -W_MAX : wts[k];
+            }
+            if (++x == gw) {
+                x = 0;
+                y++;
+            }
+        }
+    }
+}
+
+static bsq_status cm_encode_frame(bsq_prior *p, const uint64_t *tokens, bsq_rc_encoder *rc,
+                                  bsq_error *err)
+{
+    cm_prior *m = (cm_prior *)p;
+    const int L = p->geom.L;
+    if (!tokens || !rc)
+        return bsq_fail(err, BSQ_ERR_INVALID_ARGUMENT, "context prior: NULL tokens or coder");
+    if (L < 64) {
+        for (size_t i = 0; i < m->count; i++)
+            if (tokens[i] >> L)
+                return bsq_fail(err, BSQ_ERR_INVALID_ARGUMENT,
+                                "context prior: token %zu (0x%llx) has bits above L = %d", i,
+                                (unsigned long long)tokens[i], L);
+    }
+    code_frame(m, tokens, NULL, rc, NULL, 0);
+    if (rc->failed)
+        return bsq_fail(err, BSQ_ERR_NOMEM, "context prior: out of memory for coded data");
+    memcpy(m->prev, tokens, m->count * sizeof *tokens);
+    m->has_prev = 1;
+    return BSQ_OK;
+}
+
+static bsq_status cm_decode_frame(bsq_prior *p, uint64_t *tokens, bsq_rc_decoder *rc,
+                                  bsq_error *err)
+{
+    cm_prior *m = (cm_prior *)p;
+    if (!tokens || !rc)
+        return bsq_fail(err, BSQ_ERR_INVALID_ARGUMENT, "context prior: NULL tokens or coder");
+    code_frame(m, tokens, tokens, NULL, rc, 1);
+    memcpy(m->prev, tokens, m->count * sizeof *tokens);
+    m->has_prev = 1;
+    if (bsq_rc_dec_overrun(rc))
+        return bsq_fail(err, BSQ_ERR_FORMAT,
+                        "context prior: coded frame is truncated or corrupt (read past its end)");
+    return BSQ_OK;
+}
+
+static void cm_destroy(bsq_prior *p)
+{
+    cm_prior *m = (cm_prior *)p;
+    if (!m)
+        return;
+    free(m->prev);
+    free(m->tab);
+    free(m);
+}
+
+static const bsq_prior_ops cm_ops = {
+    .name = CM_NAME,
+    .reset = cm_reset,
+    .encode_frame = cm_encode_frame,
+    .decode_frame = cm_decode_frame,
+    .destroy = cm_destroy,
+};
+
+/* 16 bytes from "bsq-prior:<name>:v<version>": two 64-bit FNV-1a hashes
+ * (different offset bases), each finished by a splitmix64 mix, stored
+ * little-endian. Fixed per model version, the same on every machine. */
+static void fingerprint(uint8_t out[16])
+{
+    static const char id[] = "bsq-prior:" CM_NAME ":v";
+    static const uint64_t basis[2] = {0xcbf29ce484222325ull, 0x84222325cbf29ce4ull};
+    for (int h = 0; h < 2; h++) {
+        uint64_t v = basis[h];
+        for (const char *c = id; *c; c++)
+            v = (v ^ (uint8_t)*c) * 0x100000001b3ull;
+        for (int b = 0; b < 4; b++) /* version, 32 bits little-endian */
+            v = (v ^ (uint8_t)((uint32_t)CM_VERSION >> (8 * b))) * 0x100000001b3ull;
+        v += 0x9e3779b97f4a7c15ull;
+        v = (v ^ (v >> 30)) * 0xbf58476d1ce4e5b9ull;
+        v = (v ^ (v >> 27)) * 0x94d049bb133111ebull;
+        v ^= v >> 31;
+        for (int b = 0; b < 8; b++)
+            out[h * 8 + b] = (uint8_t)(v >> (8 * b));
+    }
+}
+
+bsq_status bsq_prior_context_create(const bsq_frame_geom *geom, bsq_prior **out, bsq_error *err)
+{
+    if (out)
+        *out = NULL;
+    if (!geom || !out)
+        return bsq_fail(err, BSQ_ERR_INVALID_ARGUMENT, "context prior: NULL argument");
+    const bsq_frame_geom g = *geom;
+    if (g.L < 1 || g.L > MAX_L)
+        return bsq_fail(err, BSQ_ERR_INVALID_ARGUMENT, "context prior: L = %d not in 1..64",
+                        g.L);
+    if (g.tiles_y < 1 || g.tiles_x < 1 || g.grid_h < 1 || g.grid_w < 1)
+        return bsq_fail(err, BSQ_ERR_INVALID_ARGUMENT,
+                        "context prior: bad frame geometry %dx%d tiles of %dx%d tokens",
+                        g.tiles_y, g.tiles_x, g.grid_h, g.grid_w);
+    /* every factor is below 2^31, so two pairwise products fit in 64 bits;
+     * the total must also leave room for byte sizes */
+    uint64_t tiles = (uint64_t)g.tiles_y * (uint64_t)g.tiles_x;
+    uint64_t grid = (uint64_t)g.grid_h * (uint64_t)g.grid_w;
+    if (tiles > ((uint64_t)1 << 28) / grid)
+        return bsq_fail(err, BSQ_ERR_INVALID_ARGUMENT,
+                        "context prior: frame of %llu x %llu tokens is too large",
+                        (unsigned long long)tiles, (unsigned long long)grid);
+    cm_prior *m = calloc(1, sizeof *m);
+    if (!m)
+        return bsq_fail(err, BSQ_ERR_NOMEM, "context prior: out of memory");
+    m->base.ops = &cm_ops;
+    m->base.geom = g;
+    fingerprint(m->base.fingerprint);
+    m->count = (size_t)(tiles * grid);
+    m->prev = calloc(m->count, sizeof *m->prev);
+    m->tab = malloc((size_t)g.L * SZ_DIM * sizeof *m->tab);
+    if (!m->prev || !m->tab) {
+        cm_destroy(&m->base);
+        return bsq_fail(err, BSQ_ERR_NOMEM, "context prior: out of memory");
+    }
+    init_tables(m);
+    cm_reset(&m->base);
+    *out = &m->base;
+    return BSQ_OK;
+}
