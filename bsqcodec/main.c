@@ -5,7 +5,10 @@
 
 #include <stdarg.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+
+#include <libavutil/log.h>
 
 #include "bsq.h"
 #include "commands.h"
@@ -15,6 +18,9 @@ static const struct {
     int (*run)(int, char **);
     const char *summary;
 } commands[] = {
+    {"encode", cmd_encode, "encode a video or image into a .bsq file"},
+    {"decode", cmd_decode, "decode a .bsq file into a video or images"},
+    {"info", cmd_info, "describe a .bsq file"},
     {"import", cmd_import, "convert an official PyTorch checkpoint to a safetensors model"},
 };
 
@@ -53,6 +59,9 @@ int main(int argc, char **argv)
         printf("bsqcodec %s (libbsq %s)\n", PACKAGE_VERSION, bsq_version());
         return EXIT_OK;
     }
+    /* FFmpeg's log level is process-wide: the program, not the library,
+     * decides that its codecs only speak up for errors */
+    av_log_set_level(getenv("BSQ_FFMPEG_LOG") ? AV_LOG_INFO : AV_LOG_ERROR);
     for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
         if (!strcmp(argv[1], commands[i].name))
             return commands[i].run(argc - 1, argv + 1);

@@ -167,6 +167,11 @@ bsq_status bsq_encode_rgb8(bsq_context *ctx, const uint8_t *rgb, int width,
 bsq_status bsq_decode_rgb8(bsq_context *ctx, const bsq_tokens *tokens,
                            uint8_t *rgb, size_t stride, bsq_error *err);
 
+/* Interleaved RGB24 <-> planar float [3][height][width] in [-1, 1] (x =
+ * rgb8 / 127.5 - 1; back with rounding and clamping). */
+void bsq_rgb8_to_planar(const uint8_t *rgb, int width, int height, size_t stride, float *planar);
+void bsq_planar_to_rgb8(const float *planar, int width, int height, uint8_t *rgb, size_t stride);
+
 /* ------------------------------------------------------------------------ */
 /* Streaming video: one frame at a time, with a key/value cache. Exact for
  * block-causal models (equal to encoding the whole clip). After num_frames

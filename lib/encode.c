@@ -206,10 +206,7 @@ bsq_status bsq_encode_rgb8(bsq_context *ctx, const uint8_t *rgb, int width, int 
     float *pix = malloc(plane * 3 * sizeof(float));
     if (!pix)
         return bsq_fail(err, BSQ_ERR_NOMEM, "out of memory");
-    for (int y = 0; y < height; y++)
-        for (int x = 0; x < width; x++)
-            for (int c = 0; c < 3; c++)
-                pix[c * plane + (size_t)y * width + x] = rgb[y * stride + 3 * (size_t)x + c] / 127.5f - 1.0f;
+    bsq_rgb8_to_planar(rgb, width, height, stride, pix);
     bsq_status st = bsq_encode(ctx, pix, 1, 1, height, width, out, err);
     free(pix);
     return st;
@@ -229,13 +226,30 @@ bsq_status bsq_decode_rgb8(bsq_context *ctx, const bsq_tokens *tokens, uint8_t *
     if (!pix)
         return bsq_fail(err, BSQ_ERR_NOMEM, "out of memory");
     bsq_status st = bsq_decode(ctx, tokens, pix, err);
-    for (int y = 0; st == BSQ_OK && y < l->height; y++)
-        for (int x = 0; x < l->width; x++)
+    if (st == BSQ_OK)
+        bsq_planar_to_rgb8(pix, l->width, l->height, rgb, stride);
+    free(pix);
+    return st;
+}
+
+void bsq_rgb8_to_planar(const uint8_t *rgb, int width, int height, size_t stride, float *planar)
+{
+    const size_t plane = (size_t)width * height;
+    for (int y = 0; y < height; y++)
+        for (int x = 0; x < width; x++)
+            for (int c = 0; c < 3; c++)
+                planar[c * plane + (size_t)y * width + x] =
+                    rgb[y * stride + 3 * (size_t)x + c] / 127.5f - 1.0f;
+}
+
+void bsq_planar_to_rgb8(const float *planar, int width, int height, uint8_t *rgb, size_t stride)
+{
+    const size_t plane = (size_t)width * height;
+    for (int y = 0; y < height; y++)
+        for (int x = 0; x < width; x++)
             for (int c = 0; c < 3; c++) {
-                float v = (pix[c * plane + (size_t)y * l->width + x] + 1.0f) * 127.5f;
+                float v = (planar[c * plane + (size_t)y * width + x] + 1.0f) * 127.5f;
                 v = v < 0.0f ? 0.0f : v > 255.0f ? 255.0f : v;
                 rgb[y * stride + 3 * (size_t)x + c] = (uint8_t)lrintf(v);
             }
-    free(pix);
-    return st;
 }

@@ -1,0 +1,38 @@
+/* Helpers shared by bsqcodec's commands: models, atomic outputs, progress. */
+#ifndef BSQCODEC_CLI_H
+#define BSQCODEC_CLI_H
+
+#include <stdint.h>
+#include <stdio.h>
+
+#include "bsq.h"
+
+/* Opens --model, or the default model when `path` is NULL. Prints the
+ * error and returns NULL on failure. */
+bsq_model *cli_open_model(const char *path, const char *cmd);
+
+/* A temporary name beside `final` that keeps its extension (muxers are
+ * chosen by extension): "dir/.base.part-PID.ext". malloc'd. */
+char *cli_temp_name(const char *final);
+
+/* Whether `path` may be written under a temporary name and renamed: it
+ * does not exist yet, or is a regular file (never a device or a FIFO). */
+int cli_can_rename(const char *path);
+
+/* Parses a non-negative integer option; 0 on failure. */
+int cli_parse_count(const char *s, long long max, long long *out);
+
+/* A one-line progress display on a terminal; silent otherwise. */
+typedef struct cli_progress {
+    int enabled;
+    double start, last;
+    int64_t total; /* frames expected, 0 when unknown */
+} cli_progress;
+
+void cli_progress_init(cli_progress *p, int quiet, int64_t total);
+/* frames done so far and bytes written so far (for the bitrate). */
+void cli_progress_update(cli_progress *p, int64_t frames, uint64_t bytes, double seconds_of_video);
+void cli_progress_end(cli_progress *p);
+double cli_now(void);
+
+#endif

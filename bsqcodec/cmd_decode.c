@@ -1,0 +1,270 @@
+/* bsqcodec decode: .bsq -> video or images (by the output's extension) */
+#include <getopt.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "bsq.h"
+#include "cli.h"
+#include "codec/container.h"
+#include "codec/gop.h"
+#include "commands.h"
+#include "media.h"
+
+static void usage(FILE *f)
+{
+    fprintf(f,
+            "Usage: bsqcodec decode INPUT.bsq -o OUTPUT [OPTIONS]\n\n"
+            "Decodes a .bsq file ('-': stdin). The output kind follows OUTPUT's extension:\n"
+            ".y4m, .mp4/.mkv/.mov (H.264 through libx264), a single .png, or a PNG\n"
+            "sequence such as frame%%04d.png; '-' writes y4m to stdout.\n\n"
+            "Options:\n"
+            "  -o, --output FILE     output\n"
+            "  -m, --model FILE      tokenizer model (default: $BSQ_MODEL); must be the\n"
+            "                        one the file was made with\n"
+            "      --start N         first frame to decode\n"
+            "      --frames N        decode at most N frames\n"
+            "      --skip-damaged    report damaged chunks and go on with the next intact one\n"
+            "      --crf Q           x264 quality for .mp4/.mkv/.mov (default 18, 0 lossless)\n"
+            "  -t, --threads N       CPU threads (default: all)\n"
+            "  -d, --device DEV      auto, cpu, cuda, cuda:N (default: auto)\n"
+            "  -q, --quiet           no progress line\n"
+            "  -h, --help            show this help\n");
+}
+
+static void report_damage(void *opaque, int64_t offset, const char *message)
+{
+    (void)opaque;
+    cli_error("decode: damaged data at byte %lld skipped: %s", (long long)offset, message);
+}
+
+int cmd_decode(int argc, char **argv)
+{
+    static const struct option opts[] = {
+        {"output", required_argument, NULL, 'o'}, {"model", required_argument, NULL, 'm'},
+        {"start", required_argument, NULL, 'S'},  {"frames", required_argument, NULL, 'F'},
+        {"skip-damaged", no_argument, NULL, 'k'}, {"crf", required_argument, NULL, 'c'},
+        {"threads", required_argument, NULL, 't'}, {"device", required_argument, NULL, 'd'},
+        {"quiet", no_argument, NULL, 'q'},        {"help", no_argument, NULL, 'h'},
+        {NULL, 0, NULL, 0},
+    };
+    const char *output = NULL, *model_path = NULL, *device = NULL;
+    long long start = 0, max_frames = -1, threads = 0;
+    float crf = -1;
+    int quiet = 0, skip = 0, c;
+    optind = 1;
+    while ((c = getopt_long(argc, argv, "o:m:t:d:qh", opts, NULL)) != -1) {
+        long long v;
+        switch (c) {
+        case 'o': output = optarg; break;
+        case 'm': model_path = optarg; break;
+        case 'd': device = optarg; break;
+        case 'q': quiet = 1; break;
+        case 'k': skip = 1; break;
+        case 'h': usage(stdout); return EXIT_OK;
+        case 'c': {
+            char *end;
+            crf = strtof(optarg, &end);
+            if (end == optarg || *end || !(crf >= 0 && crf <= 51)) {
+                cli_error("decode: --crf takes 0..51");
+                return EXIT_USAGE;
+            }
+            break;
+        }
+        case 'S':
+        case 'F':
+        case 't':
+            if (!cli_parse_count(optarg, 1LL << 40, &v)) {
+                cli_error("decode: bad number '%s'", optarg);
+                return EXIT_USAGE;
+            }
+            if (c == 'S') start = v;
+            else if (c == 'F') max_frames = v;
+            else threads = v > 1024 ? 1024 : v;
+            break;
+        default: usage(stderr); return EXIT_USAGE;
+        }
+    }
+    if (optind != argc - 1 || !output) {
+        cli_error("decode: need one INPUT.bsq and -o OUTPUT");
+        usage(stderr);
+        return EXIT_USAGE;
+    }
+    const char *input = argv[optind];
+    bsq_error err;
+    int rc = EXIT_RUNTIME;
+    FILE *in = strcmp(input, "-") == 0 ? stdin : fopen(input, "rb");
+    if (!in) {
+        cli_error("decode: cannot open %s", input);
+        return EXIT_RUNTIME;
+    }
+    bsq_model *model = NULL;
+    bsq_reader *rd = NULL;
+    bsq_context *ctx = NULL;
+    bsq_stream *stream = NULL;
+    bsq_prior *prior = NULL;
+    bsq_media_out *mo = NULL;
+    bsq_tokens *tok = NULL;
+    uint64_t *tokens = NULL;
+    uint8_t *rgb = NULL;
+    float *planar = NULL;
+    char *tmp = NULL;
+    /* outputs that are one file are written under a temporary name */
+    int atomic = strcmp(output, "-") != 0 && !strchr(output, '%') && cli_can_rename(output);
+
+    bsq_reader_options ro = {.skip_damaged = skip, .on_damage = report_damage};
+    if (bsq_reader_open_file(in, &ro, &rd, &err) != BSQ_OK) {
+        cli_error("decode: %s: %s", input, err.message);
+        goto done;
+    }
+    const bsq_stream_info *si = bsq_reader_info(rd);
+    if (!(model = cli_open_model(model_path, "decode")))
+        goto done;
+    uint8_t fp[32];
+    if (bsq_model_fingerprint(model, fp, &err) != BSQ_OK ||
+        bsq_stream_info_check_config(si, bsq_model_config(model), &err) != BSQ_OK ||
+        bsq_stream_info_check_models(si, fp, NULL, NULL, &err) != BSQ_OK) {
+        cli_error("decode: %s: %s", input, err.message);
+        goto done;
+    }
+    bsq_frame_geom geom = {si->L, si->tiles_y, si->tiles_x, si->grid_h, si->grid_w};
+    if (bsq_prior_context_create(&geom, &prior, &err) != BSQ_OK ||
+        bsq_stream_info_check_models(si, NULL, prior->ops->name, prior->fingerprint, &err) !=
+            BSQ_OK) {
+        cli_error("decode: %s: %s", input, err.message);
+        goto done;
+    }
+    bsq_context_options copt = {.threads = (int)threads, .device = device};
+    const int W = si->token_width, H = si->token_height;
+    if (bsq_context_create(model, &copt, &ctx, &err) != BSQ_OK ||
+        bsq_stream_create(ctx, BSQ_STREAM_DECODE, H, W, &stream, &err) != BSQ_OK) {
+        cli_error("decode: %s", err.message);
+        goto done;
+    }
+    const size_t per_frame = bsq_stream_info_tokens_per_frame(si);
+    bsq_token_layout lay = {.L = si->L, .batch = 1, .frames = 1, .tiles_y = si->tiles_y,
+                            .tiles_x = si->tiles_x, .grid_h = si->grid_h, .grid_w = si->grid_w,
+                            .height = H, .width = W};
+    tokens = malloc(per_frame * si->num_frames * sizeof(uint64_t));
+    rgb = malloc((size_t)W * H * 3);
+    planar = malloc((size_t)W * H * 3 * sizeof(float));
+    if (!tokens || !rgb || !planar || bsq_tokens_create(&lay, &tok, &err) != BSQ_OK) {
+        cli_error("decode: out of memory");
+        goto done;
+    }
+
+    bsq_media_out_options mopt;
+    bsq_media_out_options_init(&mopt, W, H);
+    mopt.time_base = (bsq_rational){(int)si->time_base_num, (int)si->time_base_den};
+    if (si->frame_rate_num && si->frame_rate_den)
+        mopt.frame_rate = (bsq_rational){(int)si->frame_rate_num, (int)si->frame_rate_den};
+    if (si->sar_num && si->sar_den)
+        mopt.sample_aspect_ratio = (bsq_rational){(int)si->sar_num, (int)si->sar_den};
+    mopt.color_primaries = si->color_primaries;
+    mopt.color_trc = si->color_transfer;
+    mopt.colorspace = si->color_matrix;
+    mopt.color_range = si->color_range;
+    if (crf >= 0)
+        mopt.crf = crf;
+    if (atomic && !(tmp = cli_temp_name(output))) {
+        cli_error("decode: out of memory");
+        goto done;
+    }
+    if (bsq_media_out_open(atomic ? tmp : output, &mopt, &mo, &err) != BSQ_OK) {
+        cli_error("decode: %s: %s", output, err.message);
+        goto done;
+    }
+    if (start > 0 && bsq_reader_seek_frame(rd, (uint64_t)start, &err) != BSQ_OK) {
+        cli_error("decode: %s: %s", input, err.message);
+        goto done;
+    }
+    uint64_t total = 0;
+    bsq_reader_frame_count(rd, &total, &err);
+    cli_progress prog;
+    int64_t want = max_frames >= 0 ? max_frames : (total > (uint64_t)start ? (int64_t)(total - (uint64_t)start) : 0);
+    cli_progress_init(&prog, quiet, want);
+    int64_t written = 0;
+    for (;;) {
+        const bsq_gop *g;
+        if (max_frames >= 0 && written >= max_frames)
+            break;
+        if (bsq_reader_next_gop(rd, &g, &err) != BSQ_OK) {
+            cli_error("decode: %s: %s", input, err.message);
+            goto done;
+        }
+        if (!g)
+            break;
+        if ((int)g->frame_count > si->num_frames) {
+            cli_error("decode: %s: GOP at byte %lld holds %u frames", input, (long long)g->offset,
+                      g->frame_count);
+            goto done;
+        }
+        if (bsq_gop_decode(prior, g->payload, g->payload_size, (int)g->frame_count, per_frame,
+                           tokens, &err) != BSQ_OK) {
+            if (skip) { /* the chunk's CRC held but its contents do not decode */
+                report_damage(NULL, g->offset, err.message);
+                continue;
+            }
+            cli_error("decode: %s: GOP at byte %lld: %s", input, (long long)g->offset, err.message);
+            goto done;
+        }
+        bsq_stream_restart(stream);
+        for (uint32_t f = 0; f < g->frame_count; f++) {
+            memcpy(bsq_tokens_indices_mut(tok), tokens + f * per_frame, per_frame * sizeof(uint64_t));
+            /* every frame of the GOP goes through the stream (the cache needs
+             * the frames before --start too) */
+            if (bsq_stream_decode(stream, tok, planar, &err) != BSQ_OK) {
+                cli_error("decode: %s", err.message);
+                goto done;
+            }
+            if (g->first_frame + f < (uint64_t)start ||
+                (max_frames >= 0 && written >= max_frames))
+                continue;
+            bsq_planar_to_rgb8(planar, W, H, rgb, (size_t)W * 3);
+            if (bsq_media_out_write(mo, rgb, (size_t)W * 3, g->pts[f], &err) != BSQ_OK) {
+                cli_error("decode: %s: %s", output, err.message);
+                goto done;
+            }
+            written++;
+            cli_progress_update(&prog, written, 0, 0);
+        }
+    }
+    cli_progress_end(&prog);
+    if (written == 0) {
+        cli_error("decode: %s: no frames decoded", input);
+        goto done;
+    }
+    bsq_status st = bsq_media_out_close(mo, &err);
+    mo = NULL;
+    if (st != BSQ_OK) {
+        cli_error("decode: %s: %s", output, err.message);
+        goto done;
+    }
+    if (atomic && rename(tmp, output) != 0) {
+        cli_error("decode: cannot rename %s to %s", tmp, output);
+        goto done;
+    }
+    if (bsq_reader_damage_count(rd))
+        cli_error("decode: %llu damaged part(s) skipped", (unsigned long long)bsq_reader_damage_count(rd));
+    rc = EXIT_OK;
+done:
+    if (mo)
+        bsq_media_out_abort(mo);
+    if (rc != EXIT_OK && tmp)
+        unlink(tmp);
+    free(tmp);
+    bsq_tokens_free(tok);
+    free(tokens);
+    free(rgb);
+    free(planar);
+    if (prior)
+        prior->ops->destroy(prior);
+    bsq_stream_destroy(stream);
+    bsq_context_destroy(ctx);
+    bsq_reader_close(rd);
+    bsq_model_close(model);
+    if (in != stdin)
+        fclose(in);
+    return rc;
+}

@@ -1,0 +1,72 @@
+#!/bin/sh
+# bsqcodec encode / decode / info end to end on short clips, with a small
+# block-causal video model: round trips, seeking, pipes, wrong models,
+# damaged and truncated files, no partial outputs.
+set -u
+bin=${BSQCODEC:-./bsqcodec/bsqcodec}
+data=${TEST_DATA_DIR:-$(dirname "$0")/data}
+ffmpeg=${FFMPEG:-ffmpeg}
+vid=$data/bsqvit-parity/vid4x32_w64_l2_L18g9_blockcausal.weights.safetensors
+img=$data/bsqvit-parity/img32_w64_l2_L18g9.weights.safetensors
+if ! command -v "$ffmpeg" >/dev/null 2>&1; then
+    echo "SKIP: no ffmpeg binary to make test clips"
+    exit 77
+fi
+tmp=$(mktemp -d "${TMPDIR:-/tmp}/bsqcodec.XXXXXX")
+trap 'rm -rf "$tmp"' EXIT
+pass=0 fails=0
+ok() { if [ "$2" = "$3" ]; then pass=$((pass + 1)); echo "ok: $1"; else fails=$((fails + 1)); echo "FAIL: $1 (got $3, expected $2)"; fi; }
+
+"$ffmpeg" -loglevel error -f lavfi -i testsrc2=size=72x40:rate=25 -frames:v 10 -pix_fmt yuv420p "$tmp/clip.mkv"
+"$ffmpeg" -loglevel error -f lavfi -i testsrc2=size=45x37 -frames:v 1 "$tmp/still.png"
+
+"$bin" encode "$tmp/clip.mkv" -o "$tmp/a.bsq" -m "$vid" -q; ok "encode a clip" 0 $?
+"$bin" encode "$tmp/clip.mkv" -o "$tmp/b.bsq" -m "$vid" -q -t 1; ok "encode with one thread" 0 $?
+cmp -s "$tmp/a.bsq" "$tmp/b.bsq"; ok "same bytes whatever the thread count" 0 $?
+"$bin" info "$tmp/a.bsq" > "$tmp/info.txt"; ok "info" 0 $?
+grep -q "10 in 3 GOPs" "$tmp/info.txt"; ok "info counts 10 frames in 3 GOPs" 0 $?
+"$bin" info --json "$tmp/a.bsq" | grep -q '"frames": 10'; ok "info --json" 0 $?
+
+"$bin" decode "$tmp/a.bsq" -o "$tmp/all%02d.png" -m "$vid" -q; ok "decode to a PNG sequence" 0 $?
+[ "$(ls "$tmp" | grep -c '^all..\.png$')" = 10 ]; ok "ten frames" 0 $?
+"$bin" decode "$tmp/a.bsq" -o "$tmp/part%02d.png" -m "$vid" -q --start 5 --frames 3; ok "decode --start 5 --frames 3" 0 $?
+cmp -s "$tmp/all06.png" "$tmp/part01.png" && cmp -s "$tmp/all08.png" "$tmp/part03.png"
+ok "seeking gives the same frames" 0 $?
+cat "$tmp/a.bsq" | "$bin" decode - -o - -m "$vid" -q > "$tmp/pipe.y4m"; ok "decode from a pipe to a pipe" 0 $?
+"$bin" decode "$tmp/a.bsq" -o "$tmp/file.y4m" -m "$vid" -q; ok "decode to y4m" 0 $?
+cmp -s "$tmp/pipe.y4m" "$tmp/file.y4m"; ok "pipe and file outputs agree" 0 $?
+"$ffmpeg" -loglevel error -i "$tmp/clip.mkv" -f yuv4mpegpipe - | "$bin" encode - -o - -m "$vid" -q > "$tmp/c.bsq"
+ok "encode y4m from stdin to stdout" 0 $?
+"$bin" decode "$tmp/c.bsq" -o "$tmp/c.y4m" -m "$vid" -q; ok "decode a streamed file (no seeking when written)" 0 $?
+"$bin" decode "$tmp/a.bsq" -o "$tmp/out.mkv" -m "$vid" -q; ok "decode to mkv (x264)" 0 $?
+
+"$bin" encode "$tmp/still.png" -o "$tmp/still.bsq" -m "$img" -q; ok "encode a still image of odd size" 0 $?
+"$bin" decode "$tmp/still.bsq" -o "$tmp/still_out.png" -m "$img" -q; ok "decode it to one PNG" 0 $?
+
+"$bin" decode "$tmp/a.bsq" -o "$tmp/wrong.y4m" -m "$img" -q 2> "$tmp/err"; ok "another model is refused" 1 $?
+[ ! -e "$tmp/wrong.y4m" ]; ok "and leaves no output" 0 $?
+
+size=$(wc -c < "$tmp/a.bsq")
+head -c $((size / 2)) "$tmp/a.bsq" > "$tmp/trunc.bsq"
+"$bin" decode "$tmp/trunc.bsq" -o "$tmp/trunc.y4m" -m "$vid" -q 2>/dev/null; ok "a truncated file is an error" 1 $?
+[ ! -e "$tmp/trunc.y4m" ]; ok "no partial output" 0 $?
+"$bin" decode "$tmp/trunc.bsq" -o "$tmp/trunc%02d.png" -m "$vid" -q --skip-damaged 2>/dev/null
+[ -e "$tmp/trunc01.png" ]; ok "--skip-damaged keeps the intact GOPs" 0 $?
+# flip one byte in the middle of the first GOP's payload
+cp "$tmp/a.bsq" "$tmp/bad.bsq"
+printf '\377' | dd of="$tmp/bad.bsq" bs=1 seek=260 conv=notrunc 2>/dev/null
+"$bin" decode "$tmp/bad.bsq" -o "$tmp/bad.y4m" -m "$vid" -q 2> "$tmp/err"; ok "a damaged chunk is an error" 1 $?
+grep -q "byte\|offset" "$tmp/err"; ok "the message gives the offset" 0 $?
+"$bin" decode "$tmp/bad.bsq" -o "$tmp/skip.y4m" -m "$vid" -q --skip-damaged 2>/dev/null; ok "--skip-damaged decodes the rest" 0 $?
+
+"$bin" encode "$tmp/clip.mkv" -o /nonexistent-dir/x.bsq -m "$vid" -q 2>/dev/null; ok "unwritable output fails" 1 $?
+"$bin" encode "$tmp/clip.mkv" -o /dev/full -m "$vid" -q 2>/dev/null; [ $? -ne 0 ]; ok "a full disk fails" 0 $?
+"$bin" encode "$tmp/nothing.mkv" -o "$tmp/x.bsq" -m "$vid" -q 2>/dev/null; ok "missing input fails" 1 $?
+"$bin" encode "$tmp/clip.mkv" -o "$tmp/x.bsq" -q 2>/dev/null; ok "no model: an error saying how to give one" 1 $?
+"$bin" encode "$tmp/clip.mkv" -o "$tmp/x.bsq" -m "$vid" --gop 9 2>/dev/null; ok "--gop beyond the block is a usage error" 2 $?
+ls -a "$tmp" | grep -q part-; ok "no temporary files left" 1 $?
+"$bin" encode --help | grep -q -- --gop; ok "encode --help" 0 $?
+"$bin" decode --help | grep -q -- --skip-damaged; ok "decode --help" 0 $?
+
+echo "$pass passed, $fails failed"
+[ "$fails" = 0 ]
