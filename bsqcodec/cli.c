@@ -5,6 +5,7 @@
 #include "cli.h"
 
 #include <errno.h>
+#include <signal.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -46,6 +47,28 @@ char *cli_temp_name(const char *final)
              (int)(dot && dot != base ? (size_t)(dot - base) : strlen(base)), base, (long)getpid(),
              dot && dot != base ? dot : "");
     return t;
+}
+
+/* The program's one piece of signal state: the partial output to remove. */
+static const char *volatile cleanup_path;
+
+static void on_signal(int sig)
+{
+    const char *p = cleanup_path;
+    if (p)
+        unlink(p); /* async-signal-safe */
+    signal(sig, SIG_DFL);
+    raise(sig);
+}
+
+void cli_cleanup_on_signal(const char *path)
+{
+    cleanup_path = path;
+    if (path) {
+        signal(SIGINT, on_signal);
+        signal(SIGTERM, on_signal);
+        signal(SIGHUP, on_signal);
+    }
 }
 
 int cli_can_rename(const char *path)

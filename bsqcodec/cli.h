@@ -19,6 +19,10 @@ char *cli_temp_name(const char *final);
  * does not exist yet, or is a regular file (never a device or a FIFO). */
 int cli_can_rename(const char *path);
 
+/* Removes `path` (a temporary output) if the program is interrupted by
+ * SIGINT, SIGTERM or SIGHUP; NULL forgets it. One at a time. */
+void cli_cleanup_on_signal(const char *path);
+
 /* Parses a non-negative integer option; 0 on failure. */
 int cli_parse_count(const char *s, long long max, long long *out);
 

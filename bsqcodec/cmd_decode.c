@@ -171,6 +171,7 @@ int cmd_decode(int argc, char **argv)
         cli_error("decode: out of memory");
         goto done;
     }
+    cli_cleanup_on_signal(tmp);
     if (bsq_media_out_open(atomic ? tmp : output, &mopt, &mo, &err) != BSQ_OK) {
         cli_error("decode: %s: %s", output, err.message);
         goto done;
@@ -185,6 +186,8 @@ int cmd_decode(int argc, char **argv)
     int64_t want = max_frames >= 0 ? max_frames : (total > (uint64_t)start ? (int64_t)(total - (uint64_t)start) : 0);
     cli_progress_init(&prog, quiet, want);
     int64_t written = 0;
+    uint64_t coded_bytes = 0;
+    const double tb = (double)si->time_base_num / si->time_base_den;
     for (;;) {
         const bsq_gop *g;
         if (max_frames >= 0 && written >= max_frames)
@@ -210,6 +213,7 @@ int cmd_decode(int argc, char **argv)
             goto done;
         }
         bsq_stream_restart(stream);
+        coded_bytes += g->payload_size;
         for (uint32_t f = 0; f < g->frame_count; f++) {
             memcpy(bsq_tokens_indices_mut(tok), tokens + f * per_frame, per_frame * sizeof(uint64_t));
             /* every frame of the GOP goes through the stream (the cache needs
@@ -227,7 +231,7 @@ int cmd_decode(int argc, char **argv)
                 goto done;
             }
             written++;
-            cli_progress_update(&prog, written, 0, 0);
+            cli_progress_update(&prog, written, coded_bytes, (double)(g->pts[f] + 1) * tb);
         }
     }
     cli_progress_end(&prog);
@@ -251,6 +255,7 @@ int cmd_decode(int argc, char **argv)
 done:
     if (mo)
         bsq_media_out_abort(mo);
+    cli_cleanup_on_signal(NULL);
     if (rc != EXIT_OK && tmp)
         unlink(tmp);
     free(tmp);

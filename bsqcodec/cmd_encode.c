@@ -153,6 +153,7 @@ int cmd_encode(int argc, char **argv)
     } else {
         tmp = atomic ? cli_temp_name(output) : NULL;
         out = !atomic || tmp ? fopen(atomic ? tmp : output, "wb") : NULL;
+        cli_cleanup_on_signal(tmp);
         if (!out) {
             cli_error("encode: cannot create %s", tmp ? tmp : output);
             goto done;
@@ -271,6 +272,7 @@ done:
         bsq_writer_abort(e.writer);
     if (out && !to_stdout)
         fclose(out);
+    cli_cleanup_on_signal(NULL);
     if (rc != EXIT_OK && tmp)
         unlink(tmp); /* never leave a partial file behind */
     free(tmp);
