@@ -17,6 +17,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 #include <sys/resource.h>
 #include <time.h>
 
@@ -369,6 +370,9 @@ static int run_gemm(int argc, char **argv)
                 blas_threads(t);
                 double r_ref = rate(run_sgemm, &g, min_time, NULL);
                 blas_threads(1);
+                /* OpenBLAS's threads spin for a while after a threaded call;
+                 * let them go idle so they do not take cores from ours */
+                usleep(300000);
                 double r_bsq = rate(run_linear, &g, min_time, be);
                 double f = 2.0 * (double)g.rows * g.k * g.n;
                 flops_all += f;

@@ -42,28 +42,32 @@ typedef struct {
 /* A micro-kernel over one KC block: c[MR][NR] += sum_k a[k][MR] b[k][NR],
  * with MR x NR/VW vector accumulators kept in registers; partial edge tiles
  * go through a stack buffer. Instantiated per ISA with its vector type. */
+/* The accumulator loops must be unrolled completely so the MR x NR/VW
+ * accumulators live in registers; -O2 (the default CFLAGS) would not. */
+#define UNROLL _Pragma("GCC unroll 16")
+
 #define DEFINE_KERNEL(NAME, TARGET, VEC, VW, MR, NR, LOAD, STOREU, LOADU, BCAST, FMA, ZERO, ADD)  \
     __attribute__((target(TARGET))) static void NAME(int kc, const float *a, const float *b,     \
                                                      float *c, size_t ldc, int m, int n)          \
     {                                                                                             \
         enum { NV = NR / VW };                                                                    \
         VEC acc[MR][NV];                                                                          \
-        for (int r = 0; r < MR; r++)                                                              \
-            for (int v = 0; v < NV; v++)                                                          \
+        UNROLL for (int r = 0; r < MR; r++)                                                       \
+            UNROLL for (int v = 0; v < NV; v++)                                                   \
                 acc[r][v] = ZERO();                                                               \
         for (int k = 0; k < kc; k++) {                                                            \
             VEC bv[NV];                                                                           \
-            for (int v = 0; v < NV; v++)                                                          \
+            UNROLL for (int v = 0; v < NV; v++)                                                   \
                 bv[v] = LOAD(b + (size_t)k * NR + v * VW);                                        \
-            for (int r = 0; r < MR; r++) {                                                        \
+            UNROLL for (int r = 0; r < MR; r++) {                                                 \
                 VEC av = BCAST(a[(size_t)k * MR + r]);                                            \
-                for (int v = 0; v < NV; v++)                                                      \
+                UNROLL for (int v = 0; v < NV; v++)                                               \
                     acc[r][v] = FMA(av, bv[v], acc[r][v]);                                        \
             }                                                                                     \
         }                                                                                         \
         if (m == MR && n == NR) {                                                                 \
-            for (int r = 0; r < MR; r++)                                                          \
-                for (int v = 0; v < NV; v++) {                                                    \
+            UNROLL for (int r = 0; r < MR; r++)                                                   \
+                UNROLL for (int v = 0; v < NV; v++) {                                             \
                     float *p = c + (size_t)r * ldc + v * VW;                                      \
                     STOREU(p, ADD(LOADU(p), acc[r][v]));                                          \
                 }                                                                                 \
