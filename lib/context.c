@@ -58,7 +58,19 @@ void bsq_context_destroy(bsq_context *ctx)
         ctx->be->ops->destroy(ctx->be);
     }
     bsq_model_w_free(&ctx->w);
+    for (int i = 0; i < 3; i++)
+        free(ctx->host[i]);
     free(ctx);
+}
+
+void *bsq_context_host(bsq_context *ctx, int slot, size_t bytes)
+{
+    if (bytes > ctx->host_len[slot]) {
+        free(ctx->host[slot]);
+        ctx->host[slot] = malloc(bytes ? bytes : 1);
+        ctx->host_len[slot] = ctx->host[slot] ? bytes : 0;
+    }
+    return ctx->host[slot];
 }
 
 const char *bsq_context_device(const bsq_context *ctx) { return ctx->device; }

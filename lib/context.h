@@ -14,7 +14,13 @@ struct bsq_context {
     float *ws;       /* workspace, ws_len floats */
     size_t ws_len;
     char device[32];
+    void *host[3];      /* host scratch reused across calls (no page faults per call) */
+    size_t host_len[3];
 };
+
+/* Host scratch buffer `slot` (0..2) of at least `bytes`, kept by the
+ * context; NULL when out of memory. */
+void *bsq_context_host(bsq_context *ctx, int slot, size_t bytes);
 
 /* Ensures the workspace holds at least `count` floats. */
 bsq_status bsq_context_workspace(bsq_context *ctx, size_t count, float **out, bsq_error *err);

@@ -69,9 +69,9 @@ static bsq_status encode_impl(bsq_context *ctx, const float *pixels, int batch, 
     const int chunk = bsq_graph_chunk(ctx, frames);
     const size_t tile_px = (size_t)3 * frames * p.th * p.tw, img_px = (size_t)3 * frames * height * width;
     const size_t seq_tok = (size_t)frames * p.P;
-    float *pix = malloc(tile_px * chunk * sizeof(float));
-    uint64_t *idx = malloc(seq_tok * chunk * sizeof(uint64_t));
-    float *zc = z ? malloc(seq_tok * chunk * c->L * sizeof(float)) : NULL;
+    float *pix = bsq_context_host(ctx, 0, tile_px * chunk * sizeof(float));
+    uint64_t *idx = bsq_context_host(ctx, 1, seq_tok * chunk * sizeof(uint64_t));
+    float *zc = z ? bsq_context_host(ctx, 2, seq_tok * chunk * c->L * sizeof(float)) : NULL;
     if (!pix || !idx || (z && !zc)) {
         st = bsq_fail(err, BSQ_ERR_NOMEM, "out of memory");
         goto done;
@@ -95,9 +95,6 @@ static bsq_status encode_impl(bsq_context *ctx, const float *pixels, int batch, 
             }
     }
 done:
-    free(pix);
-    free(idx);
-    free(zc);
     if (st != BSQ_OK) {
         bsq_tokens_free(tok);
         return st;
@@ -158,9 +155,9 @@ bsq_status bsq_decode(bsq_context *ctx, const bsq_tokens *tokens, float *pixels,
     const size_t tile_px = (size_t)3 * frames * p.th * p.tw;
     const size_t img_px = (size_t)3 * frames * p.H * p.W, seq_tok = (size_t)frames * p.P;
     const int direct = tiles == 1 && p.H == p.th && p.W == p.tw;
-    float *pix = malloc(tile_px * chunk * sizeof(float));
-    uint64_t *idx = malloc(seq_tok * chunk * sizeof(uint64_t));
-    float *wsum = direct ? NULL : calloc((size_t)p.H * p.W, sizeof(float));
+    float *pix = bsq_context_host(ctx, 0, tile_px * chunk * sizeof(float));
+    uint64_t *idx = bsq_context_host(ctx, 1, seq_tok * chunk * sizeof(uint64_t));
+    float *wsum = direct ? NULL : bsq_context_host(ctx, 2, (size_t)p.H * p.W * sizeof(float));
     if (!pix || !idx || (!direct && !wsum)) {
         st = bsq_fail(err, BSQ_ERR_NOMEM, "out of memory");
         goto done;
@@ -191,9 +188,6 @@ bsq_status bsq_decode(bsq_context *ctx, const bsq_tokens *tokens, float *pixels,
                     o[i] /= wsum[i];
             }
 done:
-    free(pix);
-    free(idx);
-    free(wsum);
     return st;
 }
 
