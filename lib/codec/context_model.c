@@ -8,15 +8,16 @@
  * Nine reference tokens per token: the co-located one of the previous frame
  * (P), its four neighbours there (PW, PE, PN, PS), and the causal neighbours
  * in this frame (W, N, NW, NE); a reference outside the tile, or in the
- * previous frame of a GOP's first frame, is absent. Five adaptive tables,
+ * previous frame of a GOP's first frame, is absent. Three adaptive tables,
  * each with its own small context (all also indexed by d), predict the bit:
- *   temporal   P's bit d, mismatches so far between this token and P
- *   spatial    W, N, NW, NE bits d
+ *   motion     P's bit d, mismatches so far between this token and P, how
+ *              many of PW/PE/PN/PS have bit d set (and how many exist)
  *   similarity W and N bits d, mismatches so far with W and with N
- *   motion     P's bit d, how many of PW/PE/PN/PS have bit d set
  *   match      among references that agree with this token on all bits so
  *              far, and among those off by one bit: none / all say 0 / all
  *              say 1 / split
+ * (v1 also had separate temporal and W/N/NW/NE spatial tables; v2 folds
+ * temporal into motion and drops spatial for speed, at about the same size.)
  * "Mismatches so far" (bits 0..d-1, capped at 3) tells an unchanged or
  * copied token from a new one after a bit or two, which per-bit contexts
  * cannot; "match" is decoder-side block matching over the references.
@@ -42,7 +43,7 @@
 #include "error.h"
 
 #define CM_NAME "context"
-#define CM_VERSION 1 /* bump on any change to the coded bytes */
+#define CM_VERSION 2 /* bump on any change to the coded bytes */
 
 #if defined(__GNUC__)
 #define CM_INLINE static inline __attribute__((always_inline))
@@ -52,18 +53,14 @@
 
 enum {
     MAX_L = 64,
-    N_IN = 5,         /* table inputs to the mixer */
+    N_IN = 3,         /* table inputs to the mixer */
     N_W = N_IN + 1,   /* plus a bias input */
     COUNT_LIMIT = 255, /* slowest table rate: 2/(2*255+3) */
     /* table sizes per dimension */
-    SZ_TEMPORAL = 3 * 4,
-    SZ_SPATIAL = 81,
     SZ_SIMILAR = 3 * 4 * 3 * 4,
-    SZ_MOTION = 3 * 25,
+    SZ_MOTION = 3 * 4 * 25,
     SZ_MATCH = 4 * 4,
-    OFF_TEMPORAL = 0,
-    OFF_SPATIAL = OFF_TEMPORAL + SZ_TEMPORAL,
-    OFF_SIMILAR = OFF_SPATIAL + SZ_SPATIAL,
+    OFF_SIMILAR = 0,
     OFF_MOTION = OFF_SIMILAR + SZ_SIMILAR,
     OFF_MATCH = OFF_MOTION + SZ_MOTION,
     SZ_DIM = OFF_MATCH + SZ_MATCH,
@@ -171,13 +168,6 @@ CM_INLINE uint32_t count3(uint32_t n, uint32_t mismatch)
 /* Reference tokens, as bit positions in a column (one bit per reference). */
 enum { R_P, R_W, R_N, R_NW, R_NE, R_PW, R_PE, R_PN, R_PS, N_REF };
 
-/* W, N, NW, NE bits (column bits 1..4) -> their base-3 digits 27w+9n+3nw+ne. */
-static const uint8_t spatial_index[16] = {0,  27, 9,  36, 3,  30, 12, 39,
-                                          1,  28, 10, 37, 4,  31, 13, 40};
-/* PW, PE, PN, PS bits (column bits 5..8) -> 5 * how many are set. */
-static const uint8_t motion_index[16] = {0,  5,  5,  10, 5,  10, 10, 15,
-                                         5,  10, 10, 15, 10, 15, 15, 20};
-
 /* Match state of a set of references: none, all say 0, all say 1, split. */
 CM_INLINE uint32_t match_state(uint32_t set, uint32_t col)
 {
@@ -233,36 +223,34 @@ CM_INLINE void code_frame(cm_prior *m, const uint64_t *in, uint64_t *out,
             const uint64_t tok = decoding ? 0 : cur[i];
             const uint32_t np = 2 * (1 - has[R_P]), nw = 2 * (1 - has[R_W]),
                            nn = 2 * (1 - has[R_N]);
-            const uint32_t off_spatial = 27 * nw + 9 * nn + 6 * (1 - has[R_NW]) + 2 * (1 - has[R_NE]);
             const uint32_t off_motion = has[R_PW] + has[R_PE] + has[R_PN] + has[R_PS];
             uint64_t acc = 0;        /* bits coded so far, at their positions */
             uint32_t mp = 0, mw = 0, mn = 0; /* mismatches so far with P, W, N */
             uint32_t exact = avail, off1 = 0; /* references 0 / 1 bit off so far */
 
-            for (int d = 0; d < L; d++) {
+            const uint64_t rP = R[R_P], rW = R[R_W], rN = R[R_N], rNW = R[R_NW],
+                           rNE = R[R_NE], rPW = R[R_PW], rPE = R[R_PE], rPN = R[R_PN],
+                           rPS = R[R_PS];
+            uint32_t *base = tab;
+            for (int d = 0; d < L; d++, base += SZ_DIM) {
                 const int s = L - 1 - d;
-                uint32_t col = 0; /* bit d of every reference */
-                for (int r = 0; r < N_REF; r++)
-                    col |= bit_at(R[r], s) << r;
-                const uint32_t p3 = (col & 1) + np, w3 = ((col >> R_W) & 1) + nw,
-                               n3 = ((col >> R_N) & 1) + nn;
-                uint32_t *const base = tab + (size_t)d * SZ_DIM;
-                uint32_t *c[N_IN];
-                c[0] = base + OFF_TEMPORAL + p3 * 4 + mp;
-                c[1] = base + OFF_SPATIAL + off_spatial + spatial_index[(col >> 1) & 15];
-                c[2] = base + OFF_SIMILAR + w3 * 48 + mw * 12 + n3 * 4 + mn;
-                c[3] = base + OFF_MOTION + p3 * 25 + motion_index[col >> 5] + off_motion;
-                c[4] = base + OFF_MATCH + match_state(exact, col) * 4 + match_state(off1, col);
-
+                const uint32_t bP = bit_at(rP, s), bW = bit_at(rW, s), bN = bit_at(rN, s),
+                               bNW = bit_at(rNW, s), bNE = bit_at(rNE, s);
+                const uint32_t bPW = bit_at(rPW, s), bPE = bit_at(rPE, s),
+                               bPN = bit_at(rPN, s), bPS = bit_at(rPS, s);
+                const uint32_t col = bP | bW << R_W | bN << R_N | bNW << R_NW | bNE << R_NE |
+                                     bPW << R_PW | bPE << R_PE | bPN << R_PN | bPS << R_PS;
+                const uint32_t p3 = bP + np, w3 = bW + nw, n3 = bN + nn;
+                uint32_t *const c0 = base + OFF_MOTION + (p3 * 4 + mp) * 25 +
+                                     5 * (bPW + bPE + bPN + bPS) + off_motion;
+                uint32_t *const c1 = base + OFF_SIMILAR + w3 * 48 + mw * 12 + n3 * 4 + mn;
+                uint32_t *const c2 = base + OFF_MATCH + match_state(exact, col) * 4 +
+                                     match_state(off1, col);
                 int32_t *const w = wts + (p3 * 4 + mp) * N_W;
-                int32_t st[N_W];
-                int64_t dot = 0;
-                for (int k = 0; k < N_IN; k++) {
-                    st[k] = stretch[*c[k] >> 20];
-                    dot += (int64_t)st[k] * w[k];
-                }
-                st[N_IN] = 256;
-                dot += (int64_t)st[N_IN] * w[N_IN];
+                const int32_t s0 = stretch[*c0 >> 20], s1 = stretch[*c1 >> 20],
+                              s2 = stretch[*c2 >> 20];
+                int64_t dot = ((int64_t)s0 * w[0] + (int64_t)s1 * w[1]) +
+                              ((int64_t)s2 * w[2] + (int64_t)256 * w[N_IN]);
                 int64_t xs = asr(dot, MIX_SHIFT);
                 xs = xs > STRETCH_MAX ? STRETCH_MAX : xs < -STRETCH_MAX ? -STRETCH_MAX : xs;
                 const uint32_t p1 = squash_tab[xs]; /* 22..65514 */
@@ -277,10 +265,14 @@ CM_INLINE void code_frame(cm_prior *m, const uint64_t *in, uint64_t *out,
 
                 const int32_t err = (int32_t)(bit << 16) - (int32_t)p1; /* 16-bit units */
                 /* |st * err| < 2^27; rounded so a saturated mix stops moving */
-                for (int k = 0; k < N_W; k++)
-                    w[k] += (int32_t)asr(st[k] * err + (1 << (MIX_LR_SHIFT - 1)), MIX_LR_SHIFT);
-                for (int k = 0; k < N_IN; k++)
-                    tab_update(c[k], bit, dt);
+                const int32_t rnd = 1 << (MIX_LR_SHIFT - 1);
+                w[0] += (int32_t)asr(s0 * err + rnd, MIX_LR_SHIFT);
+                w[1] += (int32_t)asr(s1 * err + rnd, MIX_LR_SHIFT);
+                w[2] += (int32_t)asr(s2 * err + rnd, MIX_LR_SHIFT);
+                w[N_IN] += (int32_t)asr(256 * err + rnd, MIX_LR_SHIFT);
+                tab_update(c0, bit, dt);
+                tab_update(c1, bit, dt);
+                tab_update(c2, bit, dt);
 
                 acc |= (uint64_t)bit << s;
                 const uint32_t miss = (col ^ (0u - bit)) & avail; /* references that differ */
