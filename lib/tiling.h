@@ -1,15 +1,17 @@
-/* Covering an image of any size with tiles of the model's size. n =
- * ceil(total / size) tiles per axis, spread evenly from edge to edge, so a
- * size that is not a multiple overlaps neighbours instead of padding;
- * images smaller than a tile are edge-padded. Decoding blends overlaps with
- * linear ramps so borders do not show. The placement is a pure function of
- * (total, size): token layouts need only record the counts. */
+/* Covering an image of any size with tiles of the model's size: the fewest
+ * tiles per axis that, spread evenly from edge to edge, overlap their
+ * neighbours by at least bsq_tile_overlap(size) pixels (so no padding is
+ * needed); images smaller than a tile are edge-padded. Decoding blends
+ * overlaps with linear ramps so borders do not show. The placement is a pure
+ * function of (total, size): token layouts need only record the counts. */
 #ifndef BSQ_TILING_H
 #define BSQ_TILING_H
 
 #include <stddef.h>
 
 int bsq_tile_count(int total, int size);
+/* The least overlap between neighbouring tiles: size / 16, at least 2. */
+int bsq_tile_overlap(int size);
 /* Start of tile i of n along an axis (0 when the image is smaller). */
 int bsq_tile_pos(int i, int n, int total, int size);
 
