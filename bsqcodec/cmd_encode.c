@@ -21,7 +21,8 @@ static void usage(FILE *f)
             "Options:\n"
             "  -o, --output FILE   output .bsq ('-': stdout)\n"
             "  -m, --model FILE    tokenizer model (default: $BSQ_MODEL)\n"
-            "  -g, --gop N         frames per GOP, 1..the model's block (default: the block)\n"
+            "  -g, --gop N         frames per GOP, 1..1024 (default: a video model's block,\n"
+            "                      16 for image models); the prior's context spans a GOP\n"
             "      --start N       skip the first N frames\n"
             "      --frames N      encode at most N frames\n"
             "  -t, --threads N     CPU threads (default: all)\n"
@@ -111,14 +112,16 @@ int cmd_encode(int argc, char **argv)
     if (!model)
         return EXIT_RUNTIME;
     const bsq_config *cfg = bsq_model_config(model);
-    if (gop > cfg->num_frames) {
-        cli_error("encode: --gop %lld exceeds the model's %d-frame block", gop, cfg->num_frames);
+    if (gop > 1024) {
+        cli_error("encode: --gop %lld: at most 1024 frames", gop);
         bsq_model_close(model);
         return EXIT_USAGE;
     }
     encoder e;
     memset(&e, 0, sizeof e);
-    e.gop_len = gop ? (int)gop : cfg->num_frames;
+    /* an image model's frames are tokenized alone; a GOP of several lets
+     * the prior use the previous frame */
+    e.gop_len = gop ? (int)gop : cfg->num_frames > 1 ? cfg->num_frames : 16;
     bsq_media_in *in = NULL;
     FILE *out = NULL;
     char *tmp = NULL;
@@ -211,7 +214,7 @@ int cmd_encode(int argc, char **argv)
             si.color_range = (uint8_t)mi->color_range;
             si.rotation = 0; /* already applied to the frames */
             si.L = l->L;
-            si.num_frames = cfg->num_frames;
+            si.num_frames = e.gop_len;
             si.grid_h = l->grid_h;
             si.grid_w = l->grid_w;
             si.tiles_y = l->tiles_y;

@@ -63,7 +63,14 @@ grep -q "byte\|offset" "$tmp/err"; ok "the message gives the offset" 0 $?
 "$bin" encode "$tmp/clip.mkv" -o /dev/full -m "$vid" -q 2>/dev/null; [ $? -ne 0 ]; ok "a full disk fails" 0 $?
 "$bin" encode "$tmp/nothing.mkv" -o "$tmp/x.bsq" -m "$vid" -q 2>/dev/null; ok "missing input fails" 1 $?
 "$bin" encode "$tmp/clip.mkv" -o "$tmp/x.bsq" -q 2>/dev/null; ok "no model: an error saying how to give one" 1 $?
-"$bin" encode "$tmp/clip.mkv" -o "$tmp/x.bsq" -m "$vid" --gop 9 2>/dev/null; ok "--gop beyond the block is a usage error" 2 $?
+"$bin" encode "$tmp/clip.mkv" -o "$tmp/x.bsq" -m "$vid" --gop 0 2>/dev/null; ok "--gop 0 is a usage error" 2 $?
+"$bin" encode "$tmp/clip.mkv" -o "$tmp/v9.bsq" -m "$vid" -q --gop 9; ok "a GOP longer than the model's block" 0 $?
+"$bin" decode "$tmp/v9.bsq" -o "$tmp/v9.y4m" -m "$vid" -q; ok "decodes" 0 $?
+# an image model: the GOP changes only the coding, never the pictures
+"$bin" encode "$tmp/clip.mkv" -o "$tmp/i1.bsq" -m "$img" -q --gop 1; ok "image model, GOP 1" 0 $?
+"$bin" encode "$tmp/clip.mkv" -o "$tmp/i8.bsq" -m "$img" -q --gop 8; ok "image model, GOP 8" 0 $?
+"$bin" decode "$tmp/i1.bsq" -o "$tmp/i1.y4m" -m "$img" -q && "$bin" decode "$tmp/i8.bsq" -o "$tmp/i8.y4m" -m "$img" -q
+cmp -s "$tmp/i1.y4m" "$tmp/i8.y4m"; ok "same pictures whatever the GOP" 0 $?
 ls -a "$tmp" | grep -q part-; ok "no temporary files left" 1 $?
 "$bin" encode --help | grep -q -- --gop; ok "encode --help" 0 $?
 "$bin" decode --help | grep -q -- --skip-damaged; ok "decode --help" 0 $?

@@ -209,10 +209,6 @@ bsq_status bsq_stream_info_check_config(const bsq_stream_info *info, const bsq_c
     if (c->L != info->L)
         return bsq_fail(err, BSQ_ERR_MODEL, "the file has %d-bit tokens, the model %d-bit",
                         info->L, c->L);
-    if (c->num_frames != info->num_frames)
-        return bsq_fail(err, BSQ_ERR_MODEL,
-                        "the file has GOPs of up to %d frames, the model codes %d frames",
-                        info->num_frames, c->num_frames);
     if (c->patch_size <= 0 || c->image_height / c->patch_size != info->grid_h ||
         c->image_width / c->patch_size != info->grid_w)
         return bsq_fail(err, BSQ_ERR_MODEL,

@@ -62,7 +62,7 @@ typedef struct bsq_stream_info {
 
     /* the token geometry the decoder needs */
     int L;                                  /* bits per token, 1..64 */
-    int num_frames;                         /* the model's frames per GOP, >= 1 */
+    int num_frames;                         /* the most frames one GOP holds, >= 1 */
     int grid_h, grid_w;                     /* tokens per tile */
     int tiles_y, tiles_x;
     int token_width, token_height;          /* pixel size the tokens decode to */
@@ -111,7 +111,8 @@ bsq_status bsq_stream_info_check_models(const bsq_stream_info *info,
                                         bsq_error *err);
 
 /* Refuses (BSQ_ERR_MODEL) token geometry that a tokenizer with this
- * configuration cannot decode (L, frames per GOP, grid per tile). */
+ * configuration cannot decode (L, grid per tile). GOPs may hold any number
+ * of the tokenizer's block-causal segments: it restarts at each GOP. */
 bsq_status bsq_stream_info_check_config(const bsq_stream_info *info,
                                         const bsq_config *config, bsq_error *err);
 
