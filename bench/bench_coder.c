@@ -14,6 +14,7 @@
 
 #include "codec/prior.h"
 #include "codec/rangecoder.h"
+#include "synth_tokens.h"
 
 #define TARGET_MDPS 50.0 /* M decisions/s per core, coder alone */
 
@@ -22,14 +23,6 @@ static double now_s(void)
     struct timespec t;
     clock_gettime(CLOCK_MONOTONIC, &t);
     return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
-}
-
-static uint64_t rnd(uint64_t *s)
-{
-    uint64_t z = (*s += 0x9e3779b97f4a7c15ull);
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-    return z ^ (z >> 31);
 }
 
 static void *xmalloc(size_t n)
@@ -62,7 +55,7 @@ static result bench_raw(int c, size_t n, int reps)
     uint16_t *p1 = xmalloc(n * sizeof *p1);
     uint64_t st = 1234 + (uint64_t)c;
     for (size_t i = 0; i < n; i++) {
-        uint64_t r = rnd(&st);
+        uint64_t r = synth_rnd(&st);
         uint32_t p = c == C_RANDOM_P ? 1 + (uint32_t)(r % 65535)
                      : c == C_SKEWED ? ((r & 1) ? 64225 : 1311)
                                      : 32768;
@@ -127,62 +120,12 @@ static const char *const source_name[N_SOURCES] = {
     "i.i.d. uniform bits",
 };
 
-/* Token frames: moving Voronoi regions of one token each with 3% of bits
- * flipped (flat areas and motion), a static scene with 2% of bits flipped
- * per frame, or noise. */
+/* Token frames (tests/synth_tokens.c): moving regions, a static scene with
+ * 2% of bits flipped per frame, or noise. */
 static void make_frames(int src, const bsq_frame_geom *g, int frames, uint64_t *t)
 {
-    const size_t n = (size_t)g->tiles_y * g->tiles_x * g->grid_h * g->grid_w;
-    const size_t tile = (size_t)g->grid_h * g->grid_w;
-    const uint64_t mask = g->L == 64 ? ~(uint64_t)0 : ((uint64_t)1 << g->L) - 1;
-    uint64_t st = 99 + (uint64_t)src;
-    if (src == S_REGIONS) {
-        enum { NC = 24 };
-        for (int tl = 0; tl < g->tiles_y * g->tiles_x; tl++) {
-            int64_t cy[NC], cx[NC], vy[NC], vx[NC];
-            uint64_t ct[NC];
-            for (int k = 0; k < NC; k++) {
-                cy[k] = (int64_t)(rnd(&st) % (uint64_t)(g->grid_h * 16));
-                cx[k] = (int64_t)(rnd(&st) % (uint64_t)(g->grid_w * 16));
-                vy[k] = (int64_t)(rnd(&st) % 13) - 6;
-                vx[k] = (int64_t)(rnd(&st) % 13) - 6;
-                ct[k] = rnd(&st) & mask;
-            }
-            for (int f = 0; f < frames; f++)
-                for (int y = 0; y < g->grid_h; y++)
-                    for (int x = 0; x < g->grid_w; x++) {
-                        int best = 0;
-                        int64_t bd = -1;
-                        for (int k = 0; k < NC; k++) {
-                            int64_t dy = y * 16 - (cy[k] + f * vy[k]);
-                            int64_t dx = x * 16 - (cx[k] + f * vx[k]);
-                            if (bd < 0 || dy * dy + dx * dx < bd) {
-                                bd = dy * dy + dx * dx;
-                                best = k;
-                            }
-                        }
-                        uint64_t tok = ct[best];
-                        for (int d = 0; d < g->L; d++)
-                            if (rnd(&st) % 100 < 3)
-                                tok ^= (uint64_t)1 << d;
-                        t[(size_t)f * n + (size_t)tl * tile + (size_t)y * g->grid_w + x] = tok;
-                    }
-        }
-        return;
-    }
-    for (int f = 0; f < frames; f++)
-        for (size_t i = 0; i < n; i++) {
-            uint64_t *o = t + (size_t)f * n + i;
-            if (src == S_UNIFORM || f == 0) {
-                *o = rnd(&st) & mask;
-            } else {
-                uint64_t v = o[-(ptrdiff_t)n];
-                for (int d = 0; d < g->L; d++)
-                    if (rnd(&st) % 50 == 0)
-                        v ^= (uint64_t)1 << d;
-                *o = v;
-            }
-        }
+    static const enum synth_source kind[N_SOURCES] = {SYNTH_REGIONS, SYNTH_FLIP, SYNTH_UNIFORM};
+    synth_token_frames(kind[src], g, frames, 24, 99 + (uint64_t)src, t);
 }
 
 static bsq_prior *make_prior(const bsq_frame_geom *g)

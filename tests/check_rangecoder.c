@@ -11,6 +11,7 @@
 
 #include "codec/prior.h"
 #include "codec/rangecoder.h"
+#include "synth_tokens.h"
 
 /* Expected outputs of the fixed-vector tests, identical at every -O level
  * with gcc and clang. A deliberate change to the coder or the prior changes
@@ -27,15 +28,6 @@
     0xcb, 0x3b, 0x28, 0xc7, 0x7c, 0x4c, 0xc9, 0xde, 0x05, 0x9b, 0x72, 0x24, 0x99, 0x06, 0x7b, 0x9d
 
 /* ------------------------------------------------------------ helpers */
-
-/* splitmix64: the fixed integer PRNG every input here comes from. */
-static uint64_t rnd(uint64_t *s)
-{
-    uint64_t z = (*s += 0x9e3779b97f4a7c15ull);
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-    return z ^ (z >> 31);
-}
 
 /* CRC-32 (IEEE 802.3, reflected), bitwise: slow and obviously right. */
 static uint32_t crc32_of(const uint8_t *p, size_t n)
@@ -75,7 +67,7 @@ static seq make_seq(enum pattern pat, size_t n, uint64_t seed)
     ck_assert_ptr_nonnull(s.p1);
     uint64_t st = seed;
     for (size_t i = 0; i < n; i++) {
-        uint64_t r = rnd(&st);
+        uint64_t r = synth_rnd(&st);
         uint32_t u = (uint32_t)(r >> 40) & 0xFFFFu; /* uniform 16 bits */
         uint32_t p;
         switch (pat) {
@@ -191,7 +183,7 @@ START_TEST(rc_carry_runs)
         size_t n = 20000;
         seq s = {n, malloc(n), malloc(2 * n)};
         for (size_t i = 0; i < n; i++) {
-            uint64_t r = rnd(&st);
+            uint64_t r = synth_rnd(&st);
             /* stretches of near-certain "0 at p1 = 65535" (low climbs by
              * almost the whole range) broken by surprises */
             int phase = (int)((i / (50 + seed)) % 3);
@@ -219,8 +211,8 @@ START_TEST(rc_bypass_and_bits)
     uint64_t vals[N];
     int widths[N];
     for (int i = 0; i < N; i++) {
-        widths[i] = (int)(rnd(&st) % 65); /* 0..64 */
-        uint64_t v = rnd(&st);
+        widths[i] = (int)(synth_rnd(&st) % 65); /* 0..64 */
+        uint64_t v = synth_rnd(&st);
         vals[i] = widths[i] == 64 ? v : v & (((uint64_t)1 << widths[i]) - 1);
         bsq_rc_encode_bits(&enc, vals[i], widths[i]);
         bsq_rc_encode_bypass(&enc, i & 1);
@@ -268,7 +260,7 @@ static seq vector_seq(size_t n)
     seq s = {n, malloc(n), malloc(2 * n)};
     uint64_t st = 0x5EEDu;
     for (size_t i = 0; i < n; i++) {
-        uint64_t r = rnd(&st);
+        uint64_t r = synth_rnd(&st);
         uint32_t p = (i % 5 == 4) ? ((r & 1) ? 1 : 65535) : 1 + (uint32_t)(r % 65535);
         uint32_t u = (uint32_t)(r >> 40) & 0xFFFFu;
         s.p1[i] = (uint16_t)p;
@@ -374,11 +366,11 @@ START_TEST(rc_garbage_input)
     for (size_t len = 0; len < 64; len++) {
         uint8_t *g = len ? malloc(len) : NULL;
         for (size_t i = 0; i < len; i++)
-            g[i] = (uint8_t)rnd(&st);
+            g[i] = (uint8_t)synth_rnd(&st);
         bsq_rc_decoder dec;
         bsq_rc_dec_init(&dec, g, len);
         for (int i = 0; i < 5000; i++) {
-            uint32_t p = 1 + (uint32_t)(rnd(&st) % 65535);
+            uint32_t p = 1 + (uint32_t)(synth_rnd(&st) % 65535);
             if (i % 3 == 0)
                 (void)bsq_rc_decode_bypass(&dec);
             else
@@ -394,9 +386,8 @@ END_TEST
 
 /* ------------------------------------------------------------ prior */
 
-/* Token sources: i.i.d. uniform; a first frame then 2% of bits flipped per
- * frame; moving regions of one token each with 3% bit noise. */
-enum source { SRC_UNIFORM, SRC_FLIP, SRC_REGIONS };
+/* Token sources (tests/synth_tokens.c). */
+enum source { SRC_UNIFORM = SYNTH_UNIFORM, SRC_FLIP = SYNTH_FLIP, SRC_REGIONS = SYNTH_REGIONS };
 
 static size_t geom_count(const bsq_frame_geom *g)
 {
@@ -405,59 +396,9 @@ static size_t geom_count(const bsq_frame_geom *g)
 
 static uint64_t *make_frames(enum source src, const bsq_frame_geom *g, int frames, uint64_t seed)
 {
-    size_t n = geom_count(g);
-    uint64_t *t = malloc(n * (size_t)frames * sizeof *t);
+    uint64_t *t = malloc(geom_count(g) * (size_t)frames * sizeof *t);
     ck_assert_ptr_nonnull(t);
-    uint64_t mask = g->L == 64 ? ~(uint64_t)0 : ((uint64_t)1 << g->L) - 1;
-    uint64_t st = seed;
-    if (src == SRC_REGIONS) {
-        enum { NC = 12 };
-        size_t tile = (size_t)g->grid_h * g->grid_w;
-        for (int tl = 0; tl < g->tiles_y * g->tiles_x; tl++) {
-            int64_t cy[NC], cx[NC], vy[NC], vx[NC];
-            uint64_t ct[NC];
-            for (int k = 0; k < NC; k++) {
-                cy[k] = (int64_t)(rnd(&st) % (uint64_t)(g->grid_h * 16));
-                cx[k] = (int64_t)(rnd(&st) % (uint64_t)(g->grid_w * 16));
-                vy[k] = (int64_t)(rnd(&st) % 13) - 6;
-                vx[k] = (int64_t)(rnd(&st) % 13) - 6;
-                ct[k] = rnd(&st) & mask;
-            }
-            for (int f = 0; f < frames; f++)
-                for (int y = 0; y < g->grid_h; y++)
-                    for (int x = 0; x < g->grid_w; x++) {
-                        int best = 0;
-                        int64_t bd = -1;
-                        for (int k = 0; k < NC; k++) {
-                            int64_t dy = y * 16 - (cy[k] + f * vy[k]);
-                            int64_t dx = x * 16 - (cx[k] + f * vx[k]);
-                            if (bd < 0 || dy * dy + dx * dx < bd) {
-                                bd = dy * dy + dx * dx;
-                                best = k;
-                            }
-                        }
-                        uint64_t tok = ct[best];
-                        for (int d = 0; d < g->L; d++)
-                            if (rnd(&st) % 100 < 3)
-                                tok ^= (uint64_t)1 << d;
-                        t[(size_t)f * n + (size_t)tl * tile + (size_t)y * g->grid_w + x] = tok;
-                    }
-        }
-        return t;
-    }
-    for (int f = 0; f < frames; f++)
-        for (size_t i = 0; i < n; i++) {
-            uint64_t *o = t + (size_t)f * n + i;
-            if (src == SRC_UNIFORM || f == 0) {
-                *o = rnd(&st) & mask;
-            } else {
-                uint64_t v = o[-(ptrdiff_t)n];
-                for (int d = 0; d < g->L; d++)
-                    if (rnd(&st) % 50 == 0)
-                        v ^= (uint64_t)1 << d;
-                *o = v;
-            }
-        }
+    synth_token_frames((enum synth_source)src, g, frames, 12, seed, t);
     return t;
 }
 
