@@ -3,6 +3,7 @@
 #endif
 
 #include "cli.h"
+#include "media.h"
 
 #include <errno.h>
 #include <signal.h>
@@ -14,17 +15,29 @@
 
 #include "commands.h"
 
-bsq_model *cli_open_model(const char *path, const char *cmd)
+/* --model, else $BSQ_MODEL, else NULL (the default model). */
+static const char *model_path(const char *path)
 {
     const char *env = getenv("BSQ_MODEL");
-    if (!path)
-        path = env && *env ? env : NULL;
-    if (!path) {
-        cli_error("%s: no model given: pass --model MODEL.safetensors (or set BSQ_MODEL); "
-                  "bsqcodec import converts official checkpoints",
-                  cmd);
+    return path ? path : env && *env ? env : NULL;
+}
+
+static bsq_model *open_default(bsq_default_model which, const char *cmd)
+{
+    bsq_model *m;
+    bsq_error err;
+    if (bsq_model_open_default(which, &m, &err) != BSQ_OK) {
+        cli_error("%s: %s", cmd, err.message);
         return NULL;
     }
+    return m;
+}
+
+bsq_model *cli_open_model_for(const char *path, const char *cmd, bsq_default_model which)
+{
+    path = model_path(path);
+    if (!path)
+        return open_default(which, cmd);
     bsq_model *m;
     bsq_error err;
     if (bsq_model_open(path, NULL, &m, &err) != BSQ_OK) {
@@ -32,6 +45,48 @@ bsq_model *cli_open_model(const char *path, const char *cmd)
         return NULL;
     }
     return m;
+}
+
+bsq_model *cli_open_model(const char *path, const char *cmd)
+{
+    return cli_open_model_for(path, cmd, BSQ_DEFAULT_VIDEO);
+}
+
+bsq_model *cli_open_model_for_input(const char *path, const char *cmd, const char *input)
+{
+    if (model_path(path) || !strcmp(input, "-"))
+        return cli_open_model_for(path, cmd, BSQ_DEFAULT_VIDEO);
+    /* a still picture goes to the image model, anything else to the video model */
+    bsq_media_in *in;
+    bsq_error err;
+    int still = 0;
+    if (bsq_media_in_open(input, NULL, &in, &err) == BSQ_OK) {
+        still = bsq_media_in_info(in)->is_still_image;
+        bsq_media_in_close(in);
+    }
+    return open_default(still ? BSQ_DEFAULT_IMAGE : BSQ_DEFAULT_VIDEO, cmd);
+}
+
+bsq_model *cli_open_model_matching(const char *path, const char *cmd, const uint8_t fp[32])
+{
+    if (model_path(path))
+        return cli_open_model_for(path, cmd, BSQ_DEFAULT_VIDEO);
+    bsq_error err;
+    for (int which = BSQ_DEFAULT_IMAGE; which <= BSQ_DEFAULT_VIDEO; which++) {
+        bsq_model *m;
+        uint8_t mfp[32];
+        if (bsq_model_open_default((bsq_default_model)which, &m, &err) != BSQ_OK) {
+            cli_error("%s: %s", cmd, err.message);
+            return NULL;
+        }
+        if (bsq_model_fingerprint(m, mfp, &err) == BSQ_OK && !memcmp(mfp, fp, 32))
+            return m;
+        bsq_model_close(m);
+    }
+    cli_error("%s: the file was made with a model that is not built into bsqcodec; pass it "
+              "with --model",
+              cmd);
+    return NULL;
 }
 
 char *cli_temp_name(const char *final)

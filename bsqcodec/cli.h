@@ -7,9 +7,16 @@
 
 #include "bsq.h"
 
-/* Opens --model, or the default model when `path` is NULL. Prints the
- * error and returns NULL on failure. */
+/* Opens --model (`path`), else $BSQ_MODEL, else one of the default models
+ * built into libbsq. Each prints the error and returns NULL on failure. */
+/* ... the default video model */
 bsq_model *cli_open_model(const char *path, const char *cmd);
+/* ... the given default model */
+bsq_model *cli_open_model_for(const char *path, const char *cmd, bsq_default_model which);
+/* ... the image model for a still picture `input`, else the video model */
+bsq_model *cli_open_model_for_input(const char *path, const char *cmd, const char *input);
+/* ... the default model whose fingerprint is `fp` (what a .bsq file names) */
+bsq_model *cli_open_model_matching(const char *path, const char *cmd, const uint8_t fp[32]);
 
 /* A temporary name beside `final` that keeps its extension (muxers are
  * chosen by extension): "dir/.base.part-PID.ext". malloc'd. */

@@ -119,7 +119,7 @@ int cmd_decode(int argc, char **argv)
         goto done;
     }
     const bsq_stream_info *si = bsq_reader_info(rd);
-    if (!(model = cli_open_model(model_path, "decode")))
+    if (!(model = cli_open_model_matching(model_path, "decode", si->tokenizer_fingerprint)))
         goto done;
     uint8_t fp[32];
     if (bsq_model_fingerprint(model, fp, &err) != BSQ_OK ||

@@ -21,8 +21,9 @@ static void usage(FILE *f)
             "Options:\n"
             "  -o, --output FILE   output .bsq ('-': stdout)\n"
             "  -m, --model FILE    tokenizer model (default: $BSQ_MODEL)\n"
-            "  -g, --gop N         frames per GOP, 1..1024 (default: a video model's block,\n"
-            "                      16 for image models); the prior's context spans a GOP\n"
+            "  -g, --gop N         frames per GOP, 1..1024 (default: 16, or the smallest\n"
+            "                      multiple of a video model's block from 16 up); the\n"
+            "                      prior's context spans a GOP\n"
             "      --start N       skip the first N frames\n"
             "      --frames N      encode at most N frames\n"
             "  -t, --threads N     CPU threads (default: all)\n"
@@ -108,7 +109,7 @@ int cmd_encode(int argc, char **argv)
     const char *input = argv[optind];
     bsq_error err;
     int rc = EXIT_RUNTIME;
-    bsq_model *model = cli_open_model(model_path, "encode");
+    bsq_model *model = cli_open_model_for_input(model_path, "encode", input);
     if (!model)
         return EXIT_RUNTIME;
     const bsq_config *cfg = bsq_model_config(model);
@@ -120,8 +121,10 @@ int cmd_encode(int argc, char **argv)
     encoder e;
     memset(&e, 0, sizeof e);
     /* an image model's frames are tokenized alone; a GOP of several lets
-     * the prior use the previous frame */
-    e.gop_len = gop ? (int)gop : cfg->num_frames > 1 ? cfg->num_frames : 16;
+     * the prior use the previous frame. Video models: whole blocks, at
+     * least 16 frames, so short blocks do not restart the prior often */
+    int block = cfg->num_frames > 1 ? cfg->num_frames : 1;
+    e.gop_len = gop ? (int)gop : ((16 + block - 1) / block) * block;
     bsq_media_in *in = NULL;
     FILE *out = NULL;
     char *tmp = NULL;

@@ -21,6 +21,10 @@ static const struct {
     {"encode", cmd_encode, "encode a video or image into a .bsq file"},
     {"decode", cmd_decode, "decode a .bsq file into a video or images"},
     {"info", cmd_info, "describe a .bsq file"},
+    {"train", cmd_train, "train a model on images and videos"},
+    {"tokenize", cmd_tokenize, "tokenize image collections into token-array shards"},
+    {"detokenize", cmd_detokenize, "decode token arrays (.npy, safetensors) back to PNG images"},
+    {"compare", cmd_compare, "PSNR, SSIM and MS-SSIM between two images or videos"},
     {"import", cmd_import, "convert an official PyTorch checkpoint to a safetensors model"},
 };
 

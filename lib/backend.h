@@ -77,6 +77,33 @@ typedef struct bsq_backend_ops {
     void (*quantize)(bsq_backend *be, float *v, float *z, uint64_t *idx, size_t rows, int L);
     /* codes[rows][L] = (bit ? 1 : -1) / sqrt(L) from MSB-first indices */
     void (*dequantize)(bsq_backend *be, const uint64_t *idx, float *codes, size_t rows, int L);
+
+    /* ---- training: backward passes (NULL in a backend that cannot train) */
+    /* c[m][n] = (accumulate ? c : 0) + op(a) op(b): op(a) = a^T when a_trans
+     * (a stored [k][m]), else a [m][k]; op(b) = b^T when b_trans (b stored
+     * [n][k]), else b [k][n]. The gradients of a linear layer y = x W^T + b
+     * are dx = dy W and dW += dy^T x. */
+    void (*matmul)(bsq_backend *be, int a_trans, int b_trans, size_t m, size_t n, size_t k,
+                   const float *a, size_t lda, const float *b, size_t ldb, float *c, size_t ldc,
+                   int accumulate);
+    /* out[n] += sum over rows of x[rows][n] (bias gradients) */
+    void (*colsum)(bsq_backend *be, const float *x, float *out, size_t rows, int n);
+    /* given LayerNorm's input x and the gradient dy of its output: dx
+     * (written; may alias dy), dw and db (accumulated) */
+    void (*layernorm_backward)(bsq_backend *be, const float *x, const float *w, const float *dy,
+                               float *dx, float *dw, float *db, size_t rows, int d, float eps);
+    /* dy *= gelu'(x), x the GELU's input */
+    void (*gelu_backward)(bsq_backend *be, const float *x, float *dy, size_t count);
+    /* dy *= 1 - y^2, y the tanh's output */
+    void (*tanh_backward)(bsq_backend *be, const float *y, float *dy, size_t count);
+    /* the gradients of add_pos: dpos and dtpos (when not NULL) accumulated */
+    void (*add_pos_backward)(bsq_backend *be, const float *dx, float *dpos, float *dtpos,
+                             int seqs, int frames, int tokens, int d, int t0);
+    /* Gradients of attention (no key/value cache: nq == nk, q_offset 0):
+     * given a's q, k, v and the forward output in a->out, and dout (laid
+     * out like out), writes dq, dk, dv laid out like q, k, v. */
+    void (*attention_backward)(bsq_backend *be, const bsq_attention_args *a, const float *dout,
+                               float *dq, float *dk, float *dv);
 } bsq_backend_ops;
 
 struct bsq_backend {

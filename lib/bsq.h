@@ -75,6 +75,21 @@ typedef enum bsq_dtype { BSQ_F32 = 0, BSQ_F16 = 1, BSQ_BF16 = 2 } bsq_dtype;
  * block_causal is 1 for block-causal, -1 for full attention. */
 bsq_status bsq_model_open(const char *path, const bsq_config *hints,
                           bsq_model **out, bsq_error *err);
+/* Opens a safetensors model held in memory (the caller keeps `bytes`
+ * alive during the call only: the weights are copied). */
+bsq_status bsq_model_open_memory(const void *bytes, size_t len, const bsq_config *hints,
+                                 bsq_model **out, bsq_error *err);
+
+/* The models bsqcodec ships, trained by the project (models/ in the source
+ * tree; embedded in the library, so they need no file at run time). */
+typedef enum bsq_default_model {
+    BSQ_DEFAULT_IMAGE = 0, /* image model: photos, single frames */
+    BSQ_DEFAULT_VIDEO = 1  /* block-causal video model: clips, streaming */
+} bsq_default_model;
+bsq_status bsq_model_open_default(bsq_default_model which, bsq_model **out, bsq_error *err);
+/* The file name a default model is installed under in $(pkgdatadir)/models
+ * ("bsqvit-image.safetensors"), or NULL for an unknown value. */
+const char *bsq_default_model_name(bsq_default_model which);
 void bsq_model_close(bsq_model *model);
 const bsq_config *bsq_model_config(const bsq_model *model);
 /* A SHA-256 over the configuration and every parameter as f32: two models

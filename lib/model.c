@@ -276,6 +276,56 @@ bsq_status bsq_model_from_tensors(const bsq_tensorset *ts, const bsq_config *cfg
     return BSQ_OK;
 }
 
+/* A model from a tensor set holding a safetensors file's or a checkpoint's
+ * contents: configuration from the metadata, completed by hints and shapes. */
+static bsq_status model_from_set(const bsq_tensorset *ts, const bsq_config *hints,
+                                 bsq_model **out, bsq_error *err)
+{
+    bsq_status st;
+    bsq_config cfg;
+    memset(&cfg, 0, sizeof cfg);
+    cfg.block_causal = -1;
+    const char *json = bsq_tensorset_meta(ts, "config");
+    if (json && (st = bsq_config_parse_json(json, &cfg, err)) != BSQ_OK)
+        return st;
+    if (hints) { /* the file's own values win; hints fill the gaps */
+#define FILL(f) if (!cfg.f) cfg.f = hints->f
+        FILL(image_height); FILL(image_width); FILL(patch_size); FILL(width); FILL(layers);
+        FILL(heads); FILL(mlp_dim); FILL(decoder_ffn_dim); FILL(L); FILL(group_size);
+        FILL(num_frames);
+#undef FILL
+        if (cfg.block_causal < 0 && hints->block_causal)
+            cfg.block_causal = hints->block_causal > 0; /* hints: 1 block-causal, -1 full */
+        if (cfg.layer_norm_eps == 0)
+            cfg.layer_norm_eps = hints->layer_norm_eps;
+    }
+    if ((st = bsq_config_complete(&cfg, ts, err)) == BSQ_OK) {
+        if (cfg.block_causal < 0 && cfg.num_frames > 1)
+            st = bsq_fail(err, BSQ_ERR_MODEL,
+                          "a %d-frame video model without a recorded attention mask; give it "
+                          "(bsqcodec import --mask block-causal|none)", cfg.num_frames);
+        if (cfg.block_causal < 0)
+            cfg.block_causal = 0; /* image models attend fully */
+        if (st == BSQ_OK)
+            st = bsq_model_from_tensors(ts, &cfg, out, err);
+    }
+    return st;
+}
+
+bsq_status bsq_model_open_memory(const void *bytes, size_t len, const bsq_config *hints,
+                                 bsq_model **out, bsq_error *err)
+{
+    if (!bytes || !out)
+        return bsq_fail(err, BSQ_ERR_INVALID_ARGUMENT, "bsq_model_open_memory: NULL argument");
+    bsq_tensorset ts;
+    bsq_tensorset_init(&ts);
+    bsq_status st = bsq_safetensors_parse(bytes, len, &ts, err);
+    if (st == BSQ_OK)
+        st = model_from_set(&ts, hints, out, err);
+    bsq_tensorset_free(&ts);
+    return st;
+}
+
 bsq_status bsq_model_open(const char *path, const bsq_config *hints, bsq_model **out,
                           bsq_error *err)
 {
@@ -303,35 +353,7 @@ bsq_status bsq_model_open(const char *path, const bsq_config *hints, bsq_model *
         bsq_tensorset_free(&ts);
         return st;
     }
-    bsq_config cfg;
-    memset(&cfg, 0, sizeof cfg);
-    cfg.block_causal = -1;
-    const char *json = bsq_tensorset_meta(&ts, "config");
-    if (json && (st = bsq_config_parse_json(json, &cfg, err)) != BSQ_OK) {
-        bsq_tensorset_free(&ts);
-        return bsq_fail_prefix(err, st, "%s", path);
-    }
-    if (hints) { /* the file's own values win; hints fill the gaps */
-#define FILL(f) if (!cfg.f) cfg.f = hints->f
-        FILL(image_height); FILL(image_width); FILL(patch_size); FILL(width); FILL(layers);
-        FILL(heads); FILL(mlp_dim); FILL(decoder_ffn_dim); FILL(L); FILL(group_size);
-        FILL(num_frames);
-#undef FILL
-        if (cfg.block_causal < 0 && hints->block_causal)
-            cfg.block_causal = hints->block_causal > 0; /* hints: 1 block-causal, -1 full */
-        if (cfg.layer_norm_eps == 0)
-            cfg.layer_norm_eps = hints->layer_norm_eps;
-    }
-    if ((st = bsq_config_complete(&cfg, &ts, err)) == BSQ_OK) {
-        if (cfg.block_causal < 0 && cfg.num_frames > 1)
-            st = bsq_fail(err, BSQ_ERR_MODEL,
-                          "a %d-frame video model without a recorded attention mask; give it "
-                          "(bsqcodec import --mask block-causal|none)", cfg.num_frames);
-        if (cfg.block_causal < 0)
-            cfg.block_causal = 0; /* image models attend fully */
-        if (st == BSQ_OK)
-            st = bsq_model_from_tensors(&ts, &cfg, out, err);
-    }
+    st = model_from_set(&ts, hints, out, err);
     bsq_tensorset_free(&ts);
     if (st != BSQ_OK)
         bsq_fail_prefix(err, st, "%s", path);

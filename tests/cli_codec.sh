@@ -20,8 +20,10 @@ ok() { if [ "$2" = "$3" ]; then pass=$((pass + 1)); echo "ok: $1"; else fails=$(
 "$ffmpeg" -loglevel error -f lavfi -i testsrc2=size=72x40:rate=25 -frames:v 10 -pix_fmt yuv420p "$tmp/clip.mkv"
 "$ffmpeg" -loglevel error -f lavfi -i testsrc2=size=45x37 -frames:v 1 "$tmp/still.png"
 
-"$bin" encode "$tmp/clip.mkv" -o "$tmp/a.bsq" -m "$vid" -q; ok "encode a clip" 0 $?
-"$bin" encode "$tmp/clip.mkv" -o "$tmp/b.bsq" -m "$vid" -q -t 1; ok "encode with one thread" 0 $?
+"$bin" encode "$tmp/clip.mkv" -o "$tmp/a.bsq" -m "$vid" -q --gop 4; ok "encode a clip" 0 $?
+"$bin" encode "$tmp/clip.mkv" -o "$tmp/b.bsq" -m "$vid" -q -t 1 --gop 4; ok "encode with one thread" 0 $?
+"$bin" encode "$tmp/clip.mkv" -o "$tmp/d.bsq" -m "$vid" -q; ok "encode with the default GOP" 0 $?
+"$bin" info "$tmp/d.bsq" | grep -q "10 in 1 GOP"; ok "the default GOP is 16 frames (4 blocks of this model)" 0 $?
 cmp -s "$tmp/a.bsq" "$tmp/b.bsq"; ok "same bytes whatever the thread count" 0 $?
 "$bin" info "$tmp/a.bsq" > "$tmp/info.txt"; ok "info" 0 $?
 grep -q "10 in 3 GOPs" "$tmp/info.txt"; ok "info counts 10 frames in 3 GOPs" 0 $?

@@ -41,8 +41,11 @@ static void cpu_copy(bsq_backend *be, float *dst, const float *src, size_t count
 
 static bsq_status cpu_sync(bsq_backend *be, bsq_error *err)
 {
-    (void)be;
-    (void)err;
+    bsq_cpu *cpu = (bsq_cpu *)be;
+    if (cpu->failed) {
+        cpu->failed = 0;
+        return bsq_fail(err, BSQ_ERR_NOMEM, "out of memory for the CPU backend's scratch buffers");
+    }
     return BSQ_OK;
 }
 
@@ -248,6 +251,13 @@ static const bsq_backend_ops cpu_ops = {
     .copy2d = cpu_copy2d,
     .quantize = cpu_quantize,
     .dequantize = cpu_dequantize,
+    .matmul = bsq_cpu_matmul,
+    .colsum = bsq_cpu_colsum,
+    .layernorm_backward = bsq_cpu_layernorm_backward,
+    .gelu_backward = bsq_cpu_gelu_backward,
+    .tanh_backward = bsq_cpu_tanh_backward,
+    .add_pos_backward = bsq_cpu_add_pos_backward,
+    .attention_backward = bsq_cpu_attention_backward,
 };
 
 static void cpu_destroy(bsq_backend *be)
@@ -264,7 +274,11 @@ static void cpu_destroy(bsq_backend *be)
             free(cpu->gemm_scratch[i]);
         if (cpu->kv_pack)
             free(cpu->kv_pack[i]);
+        if (cpu->bwd_scratch)
+            free(cpu->bwd_scratch[i]);
     }
+    free(cpu->bwd_scratch);
+    free(cpu->reduce);
     free(cpu->scratch);
     free(cpu->gemm_scratch);
     free(cpu->kv_pack);
@@ -294,9 +308,10 @@ bsq_status bsq_backend_cpu_create(int threads, bsq_backend **out, bsq_error *err
     cpu->scratch = calloc((size_t)threads, sizeof *cpu->scratch);
     cpu->gemm_scratch = calloc((size_t)threads, sizeof *cpu->gemm_scratch);
     cpu->kv_pack = calloc((size_t)threads, sizeof *cpu->kv_pack);
+    cpu->bwd_scratch = calloc((size_t)threads, sizeof *cpu->bwd_scratch);
     cpu->pool = bsq_pool_create(threads);
     bsq_cpu_gemm_init(cpu);
-    int ok = cpu->scratch && cpu->gemm_scratch && cpu->kv_pack && cpu->pool;
+    int ok = cpu->scratch && cpu->gemm_scratch && cpu->kv_pack && cpu->bwd_scratch && cpu->pool;
     for (int i = 0; ok && i < threads; i++)
         ok = (cpu->scratch[i] = aligned_alloc(64, cpu->scratch_len * sizeof(float))) != NULL &&
              (cpu->gemm_scratch[i] = aligned_alloc(64, bsq_cpu_gemm_scratch() * sizeof(float))) != NULL;

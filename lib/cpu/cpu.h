@@ -34,6 +34,11 @@ typedef struct bsq_cpu {
     const float *weights_lo, *weights_hi; /* the model's immutable weights */
     bsq_packed_w *packed_w;               /* weight matrices packed once */
     size_t npacked_w, cap_packed_w;
+    float *reduce;        /* partial sums of the backward reductions (grows) */
+    size_t reduce_len;
+    float **bwd_scratch;  /* per-thread attention backward scratch (grows) */
+    size_t bwd_scratch_len;
+    int failed;           /* an op ran out of memory: sync reports it */
 } bsq_cpu;
 
 /* Single-threaded C[m][n] += A[m][k] op(B), op(B) = B^T (B [n][k]) when
@@ -43,6 +48,10 @@ typedef struct bsq_cpu {
 #define BSQ_GEMM_MAX_N 256
 void bsq_cpu_gemm(const bsq_gemm_kernel *kn, int m, int n, int k, const float *a, size_t lda,
                   const float *b, size_t ldb, int b_trans, float *c, size_t ldc, float *scratch);
+/* The same with op(A) = A^T (A stored [k][m]) when a_trans. */
+void bsq_cpu_gemm_t(const bsq_gemm_kernel *kn, int m, int n, int k, const float *a, size_t lda,
+                    int a_trans, const float *b, size_t ldb, int b_trans, float *c, size_t ldc,
+                    float *scratch);
 
 /* B packed once into NR-column micro-panels over its full depth k
  * ([n/NR][k][NR]; b_trans: B given as [n][k], else [k][n]), and products
@@ -78,6 +87,22 @@ void bsq_cpu_layernorm_row(const float *x, const float *w, const float *b, float
 void bsq_cpu_linear(bsq_backend *be, const float *x, const float *w, const float *bias, float *y,
                     size_t rows, int k, int n);
 void bsq_cpu_attention(bsq_backend *be, const bsq_attention_args *a);
+
+/* Backward passes (backward.c, attention_backward.c). */
+void bsq_cpu_matmul(bsq_backend *be, int a_trans, int b_trans, size_t m, size_t n, size_t k,
+                    const float *a, size_t lda, const float *b, size_t ldb, float *c, size_t ldc,
+                    int accumulate);
+void bsq_cpu_attention_backward(bsq_backend *be, const bsq_attention_args *a, const float *dout,
+                                float *dq, float *dk, float *dv);
+void bsq_cpu_colsum(bsq_backend *be, const float *x, float *out, size_t rows, int n);
+void bsq_cpu_layernorm_backward(bsq_backend *be, const float *x, const float *w, const float *dy,
+                                float *dx, float *dw, float *db, size_t rows, int d, float eps);
+void bsq_cpu_gelu_backward(bsq_backend *be, const float *x, float *dy, size_t n);
+void bsq_cpu_tanh_backward(bsq_backend *be, const float *y, float *dy, size_t n);
+void bsq_cpu_add_pos_backward(bsq_backend *be, const float *dx, float *dpos, float *dtpos,
+                              int seqs, int frames, int tokens, int d, int t0);
+void bsq_cpu_gelu_grad_span(const float *x, float *dy, size_t n);
+void bsq_cpu_tanh_grad_span(const float *y, float *dy, size_t n);
 
 /* Attention tile sizes; scratch per thread is sized from them. */
 #define BSQ_ATT_QB 64

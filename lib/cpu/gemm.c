@@ -137,6 +137,25 @@ static void pack_b_kn(const float *b, size_t ldb, int n, int k0, int kc, int nr,
     }
 }
 
+/* Packs op(A) rows [0, m) x columns [k0, k0 + kc) into MR-row micro-panels
+ * [m/MR][kc][MR] when A is stored transposed, as [k][m] (lda between its
+ * rows): reads are contiguous along m. */
+static void pack_a_block_t(const float *a, size_t lda, int m, int k0, int kc, int mr, float *out)
+{
+    for (int i0 = 0; i0 < m; i0 += mr) {
+        int mb = m - i0 < mr ? m - i0 : mr;
+        for (int kk = 0; kk < kc; kk++) {
+            const float *src = a + (size_t)(k0 + kk) * lda + i0;
+            float *dst = out + (size_t)kk * mr;
+            for (int r = 0; r < mb; r++)
+                dst[r] = src[r];
+            for (int r = mb; r < mr; r++)
+                dst[r] = 0.0f;
+        }
+        out += (size_t)kc * mr;
+    }
+}
+
 /* Packs rows [0, m) x columns [k0, k0 + kc) of A into MR-row micro-panels
  * [m/MR][kc][MR]. */
 static void pack_a_block(const float *a, size_t lda, int m, int k0, int kc, int mr, float *out)
@@ -246,12 +265,22 @@ static void pack_task(void *arg, size_t task, int thread)
 void bsq_cpu_gemm(const bsq_gemm_kernel *kn, int m, int n, int k, const float *a, size_t lda,
                   const float *b, size_t ldb, int b_trans, float *c, size_t ldc, float *scratch)
 {
+    bsq_cpu_gemm_t(kn, m, n, k, a, lda, 0, b, ldb, b_trans, c, ldc, scratch);
+}
+
+void bsq_cpu_gemm_t(const bsq_gemm_kernel *kn, int m, int n, int k, const float *a, size_t lda,
+                    int a_trans, const float *b, size_t ldb, int b_trans, float *c, size_t ldc,
+                    float *scratch)
+{
 #ifdef HAVE_OWN_GEMM
     if (kn->fn) {
         float *pa = scratch, *pb = scratch + (size_t)(BSQ_GEMM_MAX_M + 16) * KC;
         for (int k0 = 0; k0 < k; k0 += KC) {
             int kc = k - k0 < KC ? k - k0 : KC;
-            pack_a_block(a, lda, m, k0, kc, kn->mr, pa);
+            if (a_trans)
+                pack_a_block_t(a, lda, m, k0, kc, kn->mr, pa);
+            else
+                pack_a_block(a, lda, m, k0, kc, kn->mr, pa);
             if (b_trans)
                 pack_b(b, ldb, n, k0, kc, kn->nr, pb);
             else
@@ -267,8 +296,9 @@ void bsq_cpu_gemm(const bsq_gemm_kernel *kn, int m, int n, int k, const float *a
 #endif
     (void)kn;
     (void)scratch;
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, b_trans ? CblasTrans : CblasNoTrans, m, n, k, 1.0f, a,
-                (int)lda, b, (int)ldb, 1.0f, c, (int)ldc);
+    cblas_sgemm(CblasRowMajor, a_trans ? CblasTrans : CblasNoTrans,
+                b_trans ? CblasTrans : CblasNoTrans, m, n, k, 1.0f, a, (int)lda, b, (int)ldb, 1.0f,
+                c, (int)ldc);
 }
 
 size_t bsq_cpu_pack_b_size(const bsq_gemm_kernel *kn, int n, int k)

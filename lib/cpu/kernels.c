@@ -80,6 +80,24 @@ VECTORISED void bsq_cpu_gelu_span(float *x, size_t n)
     }
 }
 
+/* dy *= gelu'(x) = Phi(x) + x phi(x) */
+VECTORISED void bsq_cpu_gelu_grad_span(const float *x, float *dy, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        float v = x[i];
+        float cdf = 0.5f * (1.0f + erf_approx(v * 0.70710678118654752f));
+        float pdf = 0.39894228040143268f * exp_poly(clampf(-0.5f * v * v, -87.0f, 0.0f));
+        dy[i] *= cdf + v * pdf;
+    }
+}
+
+/* dy *= 1 - y^2, y = tanh(x) */
+VECTORISED void bsq_cpu_tanh_grad_span(const float *y, float *dy, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        dy[i] *= 1.0f - y[i] * y[i];
+}
+
 VECTORISED void bsq_cpu_tanh_span(float *x, size_t n)
 {
     for (size_t i = 0; i < n; i++) {
