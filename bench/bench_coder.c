@@ -3,16 +3,20 @@
  * prior coding token frames through it. Prints a Markdown table of binary
  * decisions per second (best of several runs) and coded bits per decision.
  *
- *   bench_coder [--quick] [--check]
+ *   bench_coder [--quick] [--check] [--learned NET.safetensors]
  *
  * --quick: smaller inputs (a smoke run); --check: exit 1 if the raw coder
- * is below the 50 M decisions/s target in any case. */
+ * is below the 50 M decisions/s target in any case; --learned: also the
+ * learned prior with that network (bsqcodec train-prior), on the token
+ * geometry of a 640x360 frame with 128x128 tiles of 16x16 tokens (3x6
+ * tiles), with frames per second. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
 #include "codec/prior.h"
+#include "codec/prior_net.h"
 #include "codec/rangecoder.h"
 #include "synth_tokens.h"
 
@@ -128,18 +132,25 @@ static void make_frames(int src, const bsq_frame_geom *g, int frames, uint64_t *
     synth_token_frames(kind[src], g, frames, 24, 99 + (uint64_t)src, t);
 }
 
-static bsq_prior *make_prior(const bsq_frame_geom *g)
+static bsq_prior *make_prior(const bsq_frame_geom *g, const char *net_path)
 {
     bsq_prior *p;
     bsq_error err;
-    if (bsq_prior_context_create(g, &p, &err) != BSQ_OK) {
+    bsq_prior_net *net = NULL;
+    if (net_path && bsq_prior_net_open(net_path, &net, &err) != BSQ_OK) {
+        fprintf(stderr, "bench_coder: %s\n", err.message);
+        exit(2);
+    }
+    if ((net ? bsq_prior_learned_create(g, net, &p, &err) : bsq_prior_context_create(g, &p, &err)) !=
+        BSQ_OK) {
         fprintf(stderr, "bench_coder: %s\n", err.message);
         exit(2);
     }
     return p;
 }
 
-static result bench_prior(int src, const bsq_frame_geom *g, int frames, int reps)
+static result bench_prior(int src, const bsq_frame_geom *g, int frames, int reps,
+                          const char *net)
 {
     const size_t n = (size_t)g->tiles_y * g->tiles_x * g->grid_h * g->grid_w;
     uint64_t *tok = xmalloc(n * (size_t)frames * sizeof *tok);
@@ -149,7 +160,7 @@ static result bench_prior(int src, const bsq_frame_geom *g, int frames, int reps
     result res = {0, 0, 0};
     bsq_error err;
     for (int rep = 0; rep < reps; rep++) {
-        bsq_prior *p = make_prior(g);
+        bsq_prior *p = make_prior(g, net);
         bsq_rc_encoder enc;
         bsq_rc_enc_init(&enc);
         double t0 = now_s();
@@ -164,7 +175,7 @@ static result bench_prior(int src, const bsq_frame_geom *g, int frames, int reps
             exit(2);
         double t1 = now_s();
         p->ops->destroy(p);
-        p = make_prior(g);
+        p = make_prior(g, net);
         bsq_rc_decoder dec;
         bsq_rc_dec_init(&dec, out, len);
         double t2 = now_s();
@@ -198,13 +209,16 @@ static result bench_prior(int src, const bsq_frame_geom *g, int frames, int reps
 int main(int argc, char **argv)
 {
     int quick = 0, check = 0;
+    const char *learned = NULL;
     for (int i = 1; i < argc; i++) {
-        if (!strcmp(argv[i], "--quick")) {
+        if (i + 1 < argc && !strcmp(argv[i], "--learned")) {
+            learned = argv[++i];
+        } else if (!strcmp(argv[i], "--quick")) {
             quick = 1;
         } else if (!strcmp(argv[i], "--check")) {
             check = 1;
         } else {
-            fprintf(stderr, "usage: %s [--quick] [--check]\n", argv[0]);
+            fprintf(stderr, "usage: %s [--quick] [--check] [--learned NET]\n", argv[0]);
             return 2;
         }
     }
@@ -226,11 +240,27 @@ int main(int argc, char **argv)
     }
     const bsq_frame_geom g = {18, 1, 1, 45, 80};
     for (int s = 0; s < N_SOURCES; s++) {
-        result r = bench_prior(s, &g, frames, reps);
+        result r = bench_prior(s, &g, frames, reps, NULL);
         printf("| context prior + coder | L=18, 45x80 tokens, %d frames, %s | %zu | %.1f | %.1f "
                "| %.4f |\n",
                frames, source_name[s], (size_t)45 * 80 * 18 * frames, r.enc_mdps, r.dec_mdps,
                r.bits_per_decision);
+    }
+    if (learned) {
+        /* 640x360 with 128x128 tiles: 3 x 6 tiles of 16 x 16 tokens */
+        const bsq_frame_geom gl = {18, 3, 6, 16, 16};
+        const double per_frame = 3.0 * 6 * 16 * 16 * 18;
+        printf("\n| prior + coder, 640x360 frames (3x6 tiles of 16x16 tokens) | data | encode "
+               "fps | decode fps | encode M/s | decode M/s | coded bits/decision |\n");
+        printf("|---|---|---:|---:|---:|---:|---:|\n");
+        for (int k = 0; k < 2; k++)
+            for (int s = 0; s < N_SOURCES - 1; s++) {
+                result r = bench_prior(s, &gl, frames, reps, k ? learned : NULL);
+                printf("| %s | %s | %.1f | %.1f | %.1f | %.1f | %.4f |\n",
+                       k ? "learned" : "context", source_name[s], r.enc_mdps * 1e6 / per_frame,
+                       r.dec_mdps * 1e6 / per_frame, r.enc_mdps, r.dec_mdps,
+                       r.bits_per_decision);
+            }
     }
     printf("\nRange coder, slowest case: %.1f M decisions/s (target %.0f): %s\n", worst,
            TARGET_MDPS, worst >= TARGET_MDPS ? "met" : "NOT met");

@@ -4,6 +4,7 @@
 
 #include "cli.h"
 #include "media.h"
+#include "codec/prior_net.h"
 
 #include <errno.h>
 #include <signal.h>
@@ -87,6 +88,49 @@ bsq_model *cli_open_model_matching(const char *path, const char *cmd, const uint
               "with --model",
               cmd);
     return NULL;
+}
+
+bsq_prior *cli_open_prior(const char *kind, const char *prior_model, const bsq_model *model,
+                          const bsq_frame_geom *geom, const char *cmd)
+{
+    bsq_error err;
+    uint8_t fp[32];
+    bsq_prior *p = NULL;
+    if (!strcmp(kind, "context")) {
+        if (bsq_prior_context_create(geom, &p, &err) != BSQ_OK)
+            cli_error("%s: %s", cmd, err.message);
+        return p;
+    }
+    if (strcmp(kind, "learned") && strcmp(kind, "auto")) {
+        cli_error("%s: unknown prior '%s' (context, learned or auto)", cmd, kind);
+        return NULL;
+    }
+    if (bsq_model_fingerprint(model, fp, &err) != BSQ_OK) {
+        cli_error("%s: %s", cmd, err.message);
+        return NULL;
+    }
+    bsq_prior_net *net = NULL;
+    bsq_status st;
+    if (prior_model) {
+        st = bsq_prior_net_open(prior_model, &net, &err);
+        if (st == BSQ_OK && memcmp(net->tokenizer, fp, 32)) {
+            bsq_prior_net_free(net);
+            cli_error("%s: %s was trained on another tokenizer's tokens", cmd, prior_model);
+            return NULL;
+        }
+    } else {
+        st = bsq_prior_net_open_default(fp, &net, &err);
+        if (st != BSQ_OK && !strcmp(kind, "auto")) /* no network for this model: baseline */
+            return cli_open_prior("context", NULL, model, geom, cmd);
+    }
+    if (st != BSQ_OK) {
+        cli_error("%s: %s%s", cmd, err.message,
+                  prior_model ? "" : "; give the network with --prior-model");
+        return NULL;
+    }
+    if (bsq_prior_learned_create(geom, net, &p, &err) != BSQ_OK)
+        cli_error("%s: %s", cmd, err.message);
+    return p;
 }
 
 char *cli_temp_name(const char *final)

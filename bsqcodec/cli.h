@@ -18,6 +18,14 @@ bsq_model *cli_open_model_for_input(const char *path, const char *cmd, const cha
 /* ... the default model whose fingerprint is `fp` (what a .bsq file names) */
 bsq_model *cli_open_model_matching(const char *path, const char *cmd, const uint8_t fp[32]);
 
+/* The prior for a model's tokens: `kind` "context" (the baseline),
+ * "learned" (the network from `prior_model`, else the built-in one for
+ * this tokenizer) or "auto" (learned when a network is at hand, else
+ * context). Prints the error and returns NULL on failure. */
+#include "codec/prior.h"
+bsq_prior *cli_open_prior(const char *kind, const char *prior_model, const bsq_model *model,
+                          const bsq_frame_geom *geom, const char *cmd);
+
 /* A temporary name beside `final` that keeps its extension (muxers are
  * chosen by extension): "dir/.base.part-PID.ext". malloc'd. */
 char *cli_temp_name(const char *final);

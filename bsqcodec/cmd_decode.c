@@ -21,8 +21,10 @@ static void usage(FILE *f)
             "sequence such as frame%%04d.png; '-' writes y4m to stdout.\n\n"
             "Options:\n"
             "  -o, --output FILE     output\n"
-            "  -m, --model FILE      tokenizer model (default: $BSQ_MODEL); must be the\n"
-            "                        one the file was made with\n"
+            "  -m, --model FILE      tokenizer model (default: $BSQ_MODEL, else the built-in\n"
+            "                        model the file names); must be the one it was made with\n"
+            "      --prior-model F   the learned prior's network, for files coded with one\n"
+            "                        other than the built-in\n"
             "      --start N         first frame to decode\n"
             "      --frames N        decode at most N frames\n"
             "      --skip-damaged    report damaged chunks and go on with the next intact one\n"
@@ -47,9 +49,9 @@ int cmd_decode(int argc, char **argv)
         {"skip-damaged", no_argument, NULL, 'k'}, {"crf", required_argument, NULL, 'c'},
         {"threads", required_argument, NULL, 't'}, {"device", required_argument, NULL, 'd'},
         {"quiet", no_argument, NULL, 'q'},        {"help", no_argument, NULL, 'h'},
-        {NULL, 0, NULL, 0},
+        {"prior-model", required_argument, NULL, 'M'}, {NULL, 0, NULL, 0},
     };
-    const char *output = NULL, *model_path = NULL, *device = NULL;
+    const char *output = NULL, *model_path = NULL, *device = NULL, *prior_model = NULL;
     long long start = 0, max_frames = -1, threads = 0;
     float crf = -1;
     int quiet = 0, skip = 0, c;
@@ -59,6 +61,7 @@ int cmd_decode(int argc, char **argv)
         switch (c) {
         case 'o': output = optarg; break;
         case 'm': model_path = optarg; break;
+        case 'M': prior_model = optarg; break;
         case 'd': device = optarg; break;
         case 'q': quiet = 1; break;
         case 'k': skip = 1; break;
@@ -129,9 +132,17 @@ int cmd_decode(int argc, char **argv)
         goto done;
     }
     bsq_frame_geom geom = {si->L, si->tiles_y, si->tiles_x, si->grid_h, si->grid_w};
-    if (bsq_prior_context_create(&geom, &prior, &err) != BSQ_OK ||
-        bsq_stream_info_check_models(si, NULL, prior->ops->name, prior->fingerprint, &err) !=
-            BSQ_OK) {
+    char prior_kind[BSQ_PRIOR_NAME_SIZE + 1];
+    snprintf(prior_kind, sizeof prior_kind, "%.*s", BSQ_PRIOR_NAME_SIZE, si->prior_name);
+    if (strcmp(prior_kind, "context") && strcmp(prior_kind, "learned")) {
+        cli_error("decode: %s: coded with the prior '%s', which this bsqcodec does not know",
+                  input, prior_kind);
+        goto done;
+    }
+    if (!(prior = cli_open_prior(prior_kind, prior_model, model, &geom, "decode")))
+        goto done;
+    if (bsq_stream_info_check_models(si, NULL, prior->ops->name, prior->fingerprint, &err) !=
+        BSQ_OK) {
         cli_error("decode: %s: %s", input, err.message);
         goto done;
     }

@@ -20,7 +20,12 @@ static void usage(FILE *f)
             "into a .bsq file: BSQ-ViT tokens coded losslessly by an adaptive prior.\n\n"
             "Options:\n"
             "  -o, --output FILE   output .bsq ('-': stdout)\n"
-            "  -m, --model FILE    tokenizer model (default: $BSQ_MODEL)\n"
+            "  -m, --model FILE    tokenizer model (default: $BSQ_MODEL, else the built-in\n"
+            "                      image model for a still picture, video model otherwise)\n"
+            "      --prior P       auto (default: learned when a network for the model is at\n"
+            "                      hand, else context), context or learned\n"
+            "      --prior-model F the learned prior's network (bsqcodec train-prior); the\n"
+            "                      default video model has one built in\n"
             "  -g, --gop N         frames per GOP, 1..1024 (default: 16, or the smallest\n"
             "                      multiple of a video model's block from 16 up); the\n"
             "                      prior's context spans a GOP\n"
@@ -71,9 +76,11 @@ int cmd_encode(int argc, char **argv)
         {"gop", required_argument, NULL, 'g'},    {"start", required_argument, NULL, 'S'},
         {"frames", required_argument, NULL, 'F'}, {"threads", required_argument, NULL, 't'},
         {"device", required_argument, NULL, 'd'}, {"quiet", no_argument, NULL, 'q'},
+        {"prior", required_argument, NULL, 'P'}, {"prior-model", required_argument, NULL, 'M'},
         {"help", no_argument, NULL, 'h'},         {NULL, 0, NULL, 0},
     };
     const char *output = NULL, *model_path = NULL, *device = NULL;
+    const char *prior_kind = "auto", *prior_model = NULL;
     long long gop = 0, start = 0, max_frames = -1, threads = 0;
     int quiet = 0, c;
     optind = 1;
@@ -84,6 +91,14 @@ int cmd_encode(int argc, char **argv)
         case 'm': model_path = optarg; break;
         case 'd': device = optarg; break;
         case 'q': quiet = 1; break;
+        case 'P':
+            if (strcmp(optarg, "auto") && strcmp(optarg, "context") && strcmp(optarg, "learned")) {
+                cli_error("encode: --prior takes auto, context or learned");
+                return EXIT_USAGE;
+            }
+            prior_kind = optarg;
+            break;
+        case 'M': prior_model = optarg; break;
         case 'h': usage(stdout); return EXIT_OK;
         case 'g':
         case 'S':
@@ -191,11 +206,12 @@ int cmd_encode(int argc, char **argv)
             e.per_frame = l->count;
             e.gop_tokens = malloc(e.per_frame * e.gop_len * sizeof(uint64_t));
             e.gop_pts = malloc(e.gop_len * sizeof(int64_t));
-            if (!e.gop_tokens || !e.gop_pts ||
-                bsq_prior_context_create(&geom, &e.prior, &err) != BSQ_OK) {
-                cli_error("encode: %s", e.gop_tokens ? err.message : "out of memory");
+            if (!e.gop_tokens || !e.gop_pts) {
+                cli_error("encode: out of memory");
                 goto done;
             }
+            if (!(e.prior = cli_open_prior(prior_kind, prior_model, model, &geom, "encode")))
+                goto done;
             bsq_stream_info si;
             memset(&si, 0, sizeof si);
             si.width = (uint32_t)W;

@@ -22,6 +22,7 @@ static const struct {
     {"decode", cmd_decode, "decode a .bsq file into a video or images"},
     {"info", cmd_info, "describe a .bsq file"},
     {"train", cmd_train, "train a model on images and videos"},
+    {"train-prior", cmd_train_prior, "train the learned prior on a model's tokens of clips"},
     {"tokenize", cmd_tokenize, "tokenize image collections into token-array shards"},
     {"detokenize", cmd_detokenize, "decode token arrays (.npy, safetensors) back to PNG images"},
     {"compare", cmd_compare, "PSNR, SSIM and MS-SSIM between two images or videos"},
@@ -45,7 +46,7 @@ static void usage(FILE *f)
             "       bsqcodec --help | --version\n\n"
             "BSQ-ViT image and video tokenizer.\n\nCommands:\n");
     for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
-        fprintf(f, "  %-10s %s\n", commands[i].name, commands[i].summary);
+        fprintf(f, "  %-12s %s\n", commands[i].name, commands[i].summary);
     fprintf(f, "\nRun 'bsqcodec COMMAND --help' for a command's options; see bsqcodec(1).\n");
 }
 

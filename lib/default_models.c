@@ -5,8 +5,10 @@
 #endif
 
 #include <stddef.h>
+#include <string.h>
 
 #include "bsq.h"
+#include "codec/prior_net.h"
 #include "error.h"
 
 static const char *const names[] = {"bsqvit-image.safetensors", "bsqvit-video.safetensors"};
@@ -25,6 +27,12 @@ __asm__(".section .rodata.bsq_models,\"a\"\n"
         EMBED(bsq_embedded_image, "bsqvit-image.safetensors")
         EMBED(bsq_embedded_video, "bsqvit-video.safetensors")
         ".previous\n");
+#ifdef BSQ_EMBED_PRIOR
+__asm__(".section .rodata.bsq_models,\"a\"\n"
+        EMBED(bsq_embedded_prior, "bsqvit-video-prior.safetensors")
+        ".previous\n");
+extern const unsigned char bsq_embedded_prior[], bsq_embedded_prior_end[];
+#endif
 #undef EMBED
 extern const unsigned char bsq_embedded_image[], bsq_embedded_image_end[];
 extern const unsigned char bsq_embedded_video[], bsq_embedded_video_end[];
@@ -48,5 +56,29 @@ bsq_status bsq_model_open_default(bsq_default_model which, bsq_model **out, bsq_
                     "this build of libbsq embeds no default models (models/%s was missing when "
                     "it was configured); pass a model file",
                     name);
+#endif
+}
+
+bsq_status bsq_prior_net_open_default(const uint8_t tokenizer_fp[32], bsq_prior_net **out,
+                                      bsq_error *err)
+{
+#if defined(BSQ_MODELS_DIR) && defined(BSQ_EMBED_PRIOR)
+    bsq_prior_net *net;
+    bsq_status st = bsq_prior_net_open_memory(
+        bsq_embedded_prior, (size_t)(bsq_embedded_prior_end - bsq_embedded_prior), &net, err);
+    if (st != BSQ_OK)
+        return bsq_fail_prefix(err, st, "embedded learned prior");
+    if (memcmp(net->tokenizer, tokenizer_fp, 32)) {
+        bsq_prior_net_free(net);
+        return bsq_fail(err, BSQ_ERR_UNSUPPORTED,
+                        "no built-in learned prior for this tokenizer (only for the default "
+                        "video model)");
+    }
+    *out = net;
+    return BSQ_OK;
+#else
+    (void)tokenizer_fp;
+    (void)out;
+    return bsq_fail(err, BSQ_ERR_UNSUPPORTED, "this build of libbsq has no built-in learned prior");
 #endif
 }

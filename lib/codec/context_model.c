@@ -39,11 +39,14 @@
 #include <string.h>
 
 #include "codec/prior.h"
+#include "codec/prior_net.h"
 #include "codec/rangecoder.h"
 #include "error.h"
 
 #define CM_NAME "context"
 #define CM_VERSION 2 /* bump on any change to the coded bytes */
+#define LEARNED_NAME "learned"
+#define LEARNED_VERSION 1
 
 #if defined(__GNUC__)
 #define CM_INLINE static inline __attribute__((always_inline))
@@ -54,7 +57,9 @@
 enum {
     MAX_L = 64,
     N_IN = 3,         /* table inputs to the mixer */
-    N_W = N_IN + 1,   /* plus a bias input */
+    N_W = N_IN + 2,   /* plus the learned network's input ("learned" prior), and a bias */
+    W_NET = N_IN,     /* index of the network's weight */
+    W_BIAS = N_IN + 1,
     COUNT_LIMIT = 255, /* slowest table rate: 2/(2*255+3) */
     /* table sizes per dimension */
     SZ_SIMILAR = 3 * 4 * 3 * 4,
@@ -81,6 +86,8 @@ static const int32_t squash_points[33] = {
 
 typedef struct cm_prior {
     bsq_prior base;
+    const bsq_prior_net *net; /* the "learned" prior's network, NULL for "context" */
+    bsq_prior_net *own_net;   /* freed with the prior */
     size_t count;   /* tokens per frame */
     int has_prev;   /* a previous frame exists in this GOP */
     uint64_t *prev; /* the previous frame's tokens */
@@ -136,9 +143,11 @@ static void cm_reset(bsq_prior *p)
     for (size_t i = 0; i < (size_t)L * SZ_DIM; i++)
         m->tab[i] = (uint32_t)1 << 31; /* p = 1/2, count 0 */
     for (int i = 0; i < MIX_SETS; i++) {
+        /* start as the average of the tables, or mostly the network */
         for (int k = 0; k < N_IN; k++)
-            m->w[i * N_W + k] = (1 << MIX_SHIFT) / N_IN; /* start as the average */
-        m->w[i * N_W + N_IN] = 0; /* bias */
+            m->w[i * N_W + k] = m->net ? (1 << MIX_SHIFT) / 5 : (1 << MIX_SHIFT) / N_IN;
+        m->w[i * N_W + W_NET] = m->net ? (1 << MIX_SHIFT) * 4 / 5 : 0;
+        m->w[i * N_W + W_BIAS] = 0;
     }
 }
 
@@ -180,8 +189,10 @@ CM_INLINE uint32_t match_state(uint32_t set, uint32_t col)
  * absent reference reads as 0; where a table distinguishes "none", a
  * per-token offset adds 2 to its base-3 digit. */
 CM_INLINE void code_frame(cm_prior *m, const uint64_t *in, uint64_t *out,
-                          bsq_rc_encoder *enc, bsq_rc_decoder *dec, const int decoding)
+                          bsq_rc_encoder *enc, bsq_rc_decoder *dec, const int decoding,
+                          const int learned)
 {
+    const bsq_prior_net *const net = m->net;
     const bsq_frame_geom *g = &m->base.geom;
     const int L = g->L, gh = g->grid_h, gw = g->grid_w;
     const size_t tile = (size_t)gh * gw, ntiles = (size_t)g->tiles_y * g->tiles_x;
@@ -220,6 +231,31 @@ CM_INLINE void code_frame(cm_prior *m, const uint64_t *in, uint64_t *out,
             uint32_t avail = 0;
             for (int r = 0; r < N_REF; r++)
                 avail |= has[r] << r;
+            /* the network's view: 3x3 around P, then W N NW NE */
+            int32_t zb[MAX_L];
+            uint64_t nr[BSQ_NET_REFS];
+            uint32_t np_ = 0;
+            uint8_t nmis[BSQ_NET_REFS] = {0};
+            if (learned) {
+                const int hx[4] = {x > 0, x + 1 < gw, x > 0, x + 1 < gw};
+                const int hy[4] = {y > 0, y > 0, y + 1 < gh, y + 1 < gh};
+                const ptrdiff_t off[4] = {-(ptrdiff_t)gw - 1, -(ptrdiff_t)gw + 1,
+                                          (ptrdiff_t)gw - 1, (ptrdiff_t)gw + 1};
+                nr[0] = R[R_P], nr[1] = R[R_PW], nr[2] = R[R_PE], nr[3] = R[R_PN],
+                nr[4] = R[R_PS];
+                np_ = has[R_P] | has[R_PW] << 1 | has[R_PE] << 2 | has[R_PN] << 3 |
+                      has[R_PS] << 4;
+                for (int k = 0; k < 4; k++) { /* PNW PNE PSW PSE */
+                    uint32_t hk = hp & (uint32_t)(hx[k] & hy[k]);
+                    nr[5 + k] = hk ? pv[(ptrdiff_t)i + off[k]] : 0;
+                    np_ |= hk << (5 + k);
+                }
+                nr[9] = R[R_W], nr[10] = R[R_N], nr[11] = R[R_NW], nr[12] = R[R_NE];
+                np_ |= has[R_W] << 9 | has[R_N] << 10 | has[R_NW] << 11 | has[R_NE] << 12;
+                uint8_t hid[BSQ_NET_MAX_H];
+                bsq_prior_net_hidden(net, nr, np_, hid);
+                bsq_prior_net_base(net, hid, zb);
+            }
             const uint64_t tok = decoding ? 0 : cur[i];
             const uint32_t np = 2 * (1 - has[R_P]), nw = 2 * (1 - has[R_W]),
                            nn = 2 * (1 - has[R_N]);
@@ -249,8 +285,16 @@ CM_INLINE void code_frame(cm_prior *m, const uint64_t *in, uint64_t *out,
                 int32_t *const w = wts + (p3 * 4 + mp) * N_W;
                 const int32_t s0 = stretch[*c0 >> 20], s1 = stretch[*c1 >> 20],
                               s2 = stretch[*c2 >> 20];
+                int32_t s3 = 0;
+                if (learned) { /* the network's ln-odds, with this token's bits so far */
+                    int32_t z = bsq_prior_net_z(net, d, zb[d], acc, nr, np_, nmis);
+                    int32_t q = (int32_t)asr(z, net->shift2);
+                    s3 = q > STRETCH_MAX ? STRETCH_MAX : q < -STRETCH_MAX ? -STRETCH_MAX : q;
+                }
                 int64_t dot = ((int64_t)s0 * w[0] + (int64_t)s1 * w[1]) +
-                              ((int64_t)s2 * w[2] + (int64_t)256 * w[N_IN]);
+                              ((int64_t)s2 * w[2] + (int64_t)256 * w[W_BIAS]);
+                if (learned)
+                    dot += (int64_t)s3 * w[W_NET];
                 int64_t xs = asr(dot, MIX_SHIFT);
                 xs = xs > STRETCH_MAX ? STRETCH_MAX : xs < -STRETCH_MAX ? -STRETCH_MAX : xs;
                 const uint32_t p1 = squash_tab[xs]; /* 22..65514 */
@@ -269,12 +313,16 @@ CM_INLINE void code_frame(cm_prior *m, const uint64_t *in, uint64_t *out,
                 w[0] += (int32_t)asr(s0 * err + rnd, MIX_LR_SHIFT);
                 w[1] += (int32_t)asr(s1 * err + rnd, MIX_LR_SHIFT);
                 w[2] += (int32_t)asr(s2 * err + rnd, MIX_LR_SHIFT);
-                w[N_IN] += (int32_t)asr(256 * err + rnd, MIX_LR_SHIFT);
+                w[W_BIAS] += (int32_t)asr(256 * err + rnd, MIX_LR_SHIFT);
+                if (learned)
+                    w[W_NET] += (int32_t)asr(s3 * err + rnd, MIX_LR_SHIFT);
                 tab_update(c0, bit, dt);
                 tab_update(c1, bit, dt);
                 tab_update(c2, bit, dt);
 
                 acc |= (uint64_t)bit << s;
+                if (learned)
+                    bsq_prior_net_mis_update(net, d, bit, nr, nmis);
                 const uint32_t miss = (col ^ (0u - bit)) & avail; /* references that differ */
                 mp = count3(mp, miss & 1);
                 mw = count3(mw, (miss >> R_W) & 1);
@@ -313,7 +361,10 @@ static bsq_status cm_encode_frame(bsq_prior *p, const uint64_t *tokens, bsq_rc_e
                                 "context prior: token %zu (0x%llx) has bits above L = %d", i,
                                 (unsigned long long)tokens[i], L);
     }
-    code_frame(m, tokens, NULL, rc, NULL, 0);
+    if (m->net)
+        code_frame(m, tokens, NULL, rc, NULL, 0, 1);
+    else
+        code_frame(m, tokens, NULL, rc, NULL, 0, 0);
     if (rc->failed)
         return bsq_fail(err, BSQ_ERR_NOMEM, "context prior: out of memory for coded data");
     memcpy(m->prev, tokens, m->count * sizeof *tokens);
@@ -327,7 +378,10 @@ static bsq_status cm_decode_frame(bsq_prior *p, uint64_t *tokens, bsq_rc_decoder
     cm_prior *m = (cm_prior *)p;
     if (!tokens || !rc)
         return bsq_fail(err, BSQ_ERR_INVALID_ARGUMENT, "context prior: NULL tokens or coder");
-    code_frame(m, tokens, tokens, NULL, rc, 1);
+    if (m->net)
+        code_frame(m, tokens, tokens, NULL, rc, 1, 1);
+    else
+        code_frame(m, tokens, tokens, NULL, rc, 1, 0);
     memcpy(m->prev, tokens, m->count * sizeof *tokens);
     m->has_prev = 1;
     if (bsq_rc_dec_overrun(rc))
@@ -343,6 +397,7 @@ static void cm_destroy(bsq_prior *p)
         return;
     free(m->prev);
     free(m->tab);
+    bsq_prior_net_free(m->own_net);
     free(m);
 }
 
@@ -354,19 +409,34 @@ static const bsq_prior_ops cm_ops = {
     .destroy = cm_destroy,
 };
 
-/* 16 bytes from "bsq-prior:<name>:v<version>": two 64-bit FNV-1a hashes
- * (different offset bases), each finished by a splitmix64 mix, stored
- * little-endian. Fixed per model version, the same on every machine. */
-static void fingerprint(uint8_t out[16])
+static const bsq_prior_ops learned_ops = {
+    .name = LEARNED_NAME,
+    .reset = cm_reset,
+    .encode_frame = cm_encode_frame,
+    .decode_frame = cm_decode_frame,
+    .destroy = cm_destroy,
+};
+
+/* 16 bytes from "bsq-prior:<name>:v<version>" (and, for the learned prior,
+ * the network's own fingerprint): two 64-bit FNV-1a hashes (different
+ * offset bases), each finished by a splitmix64 mix, stored little-endian.
+ * Fixed per model version and network, the same on every machine. */
+static void fingerprint(const char *name, uint32_t version, const uint8_t *extra, size_t nextra,
+                        uint8_t out[16])
 {
-    static const char id[] = "bsq-prior:" CM_NAME ":v";
     static const uint64_t basis[2] = {0xcbf29ce484222325ull, 0x84222325cbf29ce4ull};
     for (int h = 0; h < 2; h++) {
         uint64_t v = basis[h];
-        for (const char *c = id; *c; c++)
+        for (const char *c = "bsq-prior:"; *c; c++)
             v = (v ^ (uint8_t)*c) * 0x100000001b3ull;
+        for (const char *c = name; *c; c++)
+            v = (v ^ (uint8_t)*c) * 0x100000001b3ull;
+        v = (v ^ (uint8_t)':') * 0x100000001b3ull;
+        v = (v ^ (uint8_t)'v') * 0x100000001b3ull;
         for (int b = 0; b < 4; b++) /* version, 32 bits little-endian */
-            v = (v ^ (uint8_t)((uint32_t)CM_VERSION >> (8 * b))) * 0x100000001b3ull;
+            v = (v ^ (uint8_t)(version >> (8 * b))) * 0x100000001b3ull;
+        for (size_t b = 0; b < nextra; b++)
+            v = (v ^ extra[b]) * 0x100000001b3ull;
         v += 0x9e3779b97f4a7c15ull;
         v = (v ^ (v >> 30)) * 0xbf58476d1ce4e5b9ull;
         v = (v ^ (v >> 27)) * 0x94d049bb133111ebull;
@@ -376,12 +446,22 @@ static void fingerprint(uint8_t out[16])
     }
 }
 
-bsq_status bsq_prior_context_create(const bsq_frame_geom *geom, bsq_prior **out, bsq_error *err)
+static bsq_status create(const bsq_frame_geom *geom, bsq_prior_net *net, bsq_prior **out,
+                         bsq_error *err)
 {
     if (out)
         *out = NULL;
-    if (!geom || !out)
+    if (!geom || !out) {
+        bsq_prior_net_free(net);
         return bsq_fail(err, BSQ_ERR_INVALID_ARGUMENT, "context prior: NULL argument");
+    }
+    if (net && net->L != geom->L) {
+        bsq_status st = bsq_fail(err, BSQ_ERR_INVALID_ARGUMENT,
+                                 "learned prior: the network codes %d bits, the tokens have %d",
+                                 net->L, geom->L);
+        bsq_prior_net_free(net);
+        return st;
+    }
     const bsq_frame_geom g = *geom;
     if (g.L < 1 || g.L > MAX_L)
         return bsq_fail(err, BSQ_ERR_INVALID_ARGUMENT, "context prior: L = %d not in 1..64",
@@ -399,11 +479,17 @@ bsq_status bsq_prior_context_create(const bsq_frame_geom *geom, bsq_prior **out,
                         "context prior: frame of %llu x %llu tokens is too large",
                         (unsigned long long)tiles, (unsigned long long)grid);
     cm_prior *m = calloc(1, sizeof *m);
-    if (!m)
+    if (!m) {
+        bsq_prior_net_free(net);
         return bsq_fail(err, BSQ_ERR_NOMEM, "context prior: out of memory");
-    m->base.ops = &cm_ops;
+    }
+    m->base.ops = net ? &learned_ops : &cm_ops;
     m->base.geom = g;
-    fingerprint(m->base.fingerprint);
+    m->net = m->own_net = net;
+    if (net)
+        fingerprint(LEARNED_NAME, LEARNED_VERSION, net->fp, sizeof net->fp, m->base.fingerprint);
+    else
+        fingerprint(CM_NAME, CM_VERSION, NULL, 0, m->base.fingerprint);
     m->count = (size_t)(tiles * grid);
     m->prev = calloc(m->count, sizeof *m->prev);
     m->tab = malloc((size_t)g.L * SZ_DIM * sizeof *m->tab);
@@ -415,4 +501,17 @@ bsq_status bsq_prior_context_create(const bsq_frame_geom *geom, bsq_prior **out,
     cm_reset(&m->base);
     *out = &m->base;
     return BSQ_OK;
+}
+
+bsq_status bsq_prior_context_create(const bsq_frame_geom *geom, bsq_prior **out, bsq_error *err)
+{
+    return create(geom, NULL, out, err);
+}
+
+bsq_status bsq_prior_learned_create(const bsq_frame_geom *geom, bsq_prior_net *net,
+                                    bsq_prior **out, bsq_error *err)
+{
+    if (!net)
+        return bsq_fail(err, BSQ_ERR_INVALID_ARGUMENT, "learned prior: no network");
+    return create(geom, net, out, err);
 }

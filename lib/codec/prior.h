@@ -49,4 +49,11 @@ struct bsq_prior {
 /* The context-adaptive baseline (codec/context_model.c). */
 bsq_status bsq_prior_context_create(const bsq_frame_geom *geom, bsq_prior **out, bsq_error *err);
 
+/* The learned prior: the same adaptive tables, with a trained network's
+ * prediction (codec/prior_net.h) as one more input to the mixer. Takes
+ * ownership of `net` (freed with the prior, or on failure). */
+struct bsq_prior_net;
+bsq_status bsq_prior_learned_create(const bsq_frame_geom *geom, struct bsq_prior_net *net,
+                                    bsq_prior **out, bsq_error *err);
+
 #endif
