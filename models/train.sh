@@ -21,3 +21,13 @@ img() { "$bin" train data/train -o "$out/bsqvit-image.safetensors" $arch --batch
 img --steps 2200 --until 203
 img --steps 1600 --until 604 --resume
 img --steps 2600 --resume
+
+# Video model: block-causal, 4-frame blocks, from the image model; clips and
+# panned stills.
+"$bin" train data/train -o "$out/bsqvit-video.safetensors" --init "$out/bsqvit-image.safetensors" \
+    --frames 4 --batch 2 --lr 3e-4 --warmup 50 --steps 800 --entropy-start 0.1 --ema 0.995 \
+    --save-every 100 -t 2
+
+# The learned prior for the video model, on its tokens of the training clips.
+"$bin" train-prior data/train/clips/*.mkv -m "$out/bsqvit-video.safetensors" \
+    -o "$out/bsqvit-video-prior.safetensors" -t 2

@@ -64,7 +64,23 @@ grep -q "byte\|offset" "$tmp/err"; ok "the message gives the offset" 0 $?
 "$bin" encode "$tmp/clip.mkv" -o /nonexistent-dir/x.bsq -m "$vid" -q 2>/dev/null; ok "unwritable output fails" 1 $?
 "$bin" encode "$tmp/clip.mkv" -o /dev/full -m "$vid" -q 2>/dev/null; [ $? -ne 0 ]; ok "a full disk fails" 0 $?
 "$bin" encode "$tmp/nothing.mkv" -o "$tmp/x.bsq" -m "$vid" -q 2>/dev/null; ok "missing input fails" 1 $?
-"$bin" encode "$tmp/clip.mkv" -o "$tmp/x.bsq" -q 2>/dev/null; ok "no model: an error saying how to give one" 1 $?
+if [ "${HAVE_MODELS:-no}" = yes ]; then
+    # the built-in models: the video model for a clip, the image model for a
+    # still, and decode finds the one a file names
+    "$bin" encode "$tmp/clip.mkv" -o "$tmp/dv.bsq" -q; ok "no model: the built-in video model" 0 $?
+    "$bin" encode "$tmp/still.png" -o "$tmp/di.bsq" -q; ok "a still: the built-in image model" 0 $?
+    fp='s/.*"tokenizer_fingerprint": "\([0-9a-f]*\)".*/\1/p'
+    a=$("$bin" info --json "$tmp/dv.bsq" | sed -n "$fp")
+    b=$("$bin" info --json "$tmp/di.bsq" | sed -n "$fp")
+    [ -n "$a" ] && [ "$a" != "$b" ]; ok "two different models" 0 $?
+    "$bin" decode "$tmp/dv.bsq" -o "$tmp/dv.y4m" -q; ok "decode finds the video model" 0 $?
+    "$bin" decode "$tmp/di.bsq" -o "$tmp/di.png" -q; ok "decode finds the image model" 0 $?
+    "$bin" decode "$tmp/a.bsq" -o "$tmp/x.y4m" -q 2> "$tmp/err"
+    ok "a file of another model without -m is an error" 1 $?
+    grep -q "not built into" "$tmp/err"; ok "saying to pass it" 0 $?
+else
+    "$bin" encode "$tmp/clip.mkv" -o "$tmp/x.bsq" -q 2>/dev/null; ok "no model: an error saying how to give one" 1 $?
+fi
 "$bin" encode "$tmp/clip.mkv" -o "$tmp/x.bsq" -m "$vid" --gop 0 2>/dev/null; ok "--gop 0 is a usage error" 2 $?
 "$bin" encode "$tmp/clip.mkv" -o "$tmp/v9.bsq" -m "$vid" -q --gop 9; ok "a GOP longer than the model's block" 0 $?
 "$bin" decode "$tmp/v9.bsq" -o "$tmp/v9.y4m" -m "$vid" -q; ok "decodes" 0 $?
