@@ -74,6 +74,12 @@ if [ "${HAVE_MODELS:-no}" = yes ]; then
     b=$("$bin" info --json "$tmp/di.bsq" | sed -n "$fp")
     [ -n "$a" ] && [ "$a" != "$b" ]; ok "two different models" 0 $?
     "$bin" decode "$tmp/dv.bsq" -o "$tmp/dv.y4m" -q; ok "decode finds the video model" 0 $?
+    "$bin" info "$tmp/dv.bsq" | grep -q "prior *learned"; ok "with its built-in learned prior" 0 $?
+    models=${TOP_SRCDIR:-$(dirname "$0")/..}/models
+    "$bin" encode "$tmp/clip.mkv" -o "$tmp/dm.bsq" -m "$models/bsqvit-video.safetensors" -q
+    cmp -s "$tmp/dv.bsq" "$tmp/dm.bsq"; ok "the built-in model is models/bsqvit-video.safetensors" 0 $?
+    "$bin" encode "$tmp/clip.mkv" -o "$tmp/dp.bsq" --prior-model "$models/bsqvit-video-prior.safetensors" -q
+    cmp -s "$tmp/dv.bsq" "$tmp/dp.bsq"; ok "and its prior models/bsqvit-video-prior.safetensors" 0 $?
     "$bin" decode "$tmp/di.bsq" -o "$tmp/di.png" -q; ok "decode finds the image model" 0 $?
     "$bin" decode "$tmp/a.bsq" -o "$tmp/x.y4m" -q 2> "$tmp/err"
     ok "a file of another model without -m is an error" 1 $?
