@@ -312,7 +312,7 @@ int cmd_train(int argc, char **argv)
     sigaction(SIGINT, &sa, NULL);
     sigaction(SIGTERM, &sa, NULL);
     int tty = !r.quiet && isatty(STDERR_FILENO);
-    double t0 = cli_now(), last_print = 0;
+    double t0 = cli_now(), last_print = 0, last_flush = 0;
     double ema_psnr = 0;
     int64_t step;
     const int64_t end = r.until && r.until < o.steps ? r.until : o.steps;
@@ -328,6 +328,10 @@ int cmd_train(int argc, char **argv)
         fprintf(log, "%lld,%.6f,%.6f,%.6f,%.3f,%.4f,%.4f,%.5f,%.4f,%.4f,%.3e,%.2f\n",
                 (long long)step + 1, s.loss, s.l1, s.mse, s.psnr, s.h_sample, s.h_codebook,
                 s.commit, s.bit_balance, s.grad_norm, s.lr, now);
+        if (now - last_flush > 10) { /* so `tail -f` on the log follows the run */
+            fflush(log);
+            last_flush = now;
+        }
         int64_t done_steps = step + 1 - start;
         double rate = done_steps / (now > 0 ? now : 1e-9);
         if (!r.quiet && (tty ? now - last_print > 0.5 : (step + 1) % 100 == 0)) {
