@@ -10,6 +10,7 @@
 
 #include "commands.h"
 #include "error.h"
+#include "splitmix.h"
 #include "media.h"
 
 #define LEVELS 3      /* full, 1/2 and 1/4 scale */
@@ -202,15 +203,7 @@ static bsq_status load(const char *path, const train_data_options *o, source *s,
 }
 
 /* ------------------------------------------------------------ sampling */
-static uint64_t mix(uint64_t *s)
-{
-    uint64_t z = (*s += 0x9e3779b97f4a7c15ull);
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-    return z ^ (z >> 31);
-}
-
-static int below(uint64_t *s, int n) { return n <= 1 ? 0 : (int)(mix(s) % (uint64_t)n); }
+static int below(uint64_t *s, int n) { return n <= 1 ? 0 : (int)(bsq_splitmix64(s) % (uint64_t)n); }
 
 /* One sample: frames x crop from source level lv, frame f0 + t * fstep,
  * window at (x0 + vx t, y0 + vy t), mirrored when flip. */
@@ -280,7 +273,7 @@ static void make_batch(const train_data *d, int64_t k, float *out)
     const size_t per = (size_t)3 * d->o.frames * d->o.height * d->o.width;
     for (int i = 0; i < d->o.batch; i++) {
         uint64_t rng = d->o.seed * 0x632be59bd9b4e019ull + (uint64_t)k * 1000003u + (uint64_t)i;
-        mix(&rng);
+        bsq_splitmix64(&rng);
         sample(d, &rng, out + (size_t)i * per);
     }
 }

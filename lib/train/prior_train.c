@@ -7,6 +7,7 @@
 
 #include "codec/prior_net.h"
 #include "error.h"
+#include "splitmix.h"
 #include "safetensors.h"
 
 #define HCAP 8.0f /* the float hidden layer is clamped to [0, HCAP]: 255 steps */
@@ -79,15 +80,10 @@ static int fnet_alloc(fnet *m, int L, int H)
     return 0;
 }
 
-static uint64_t mix(uint64_t *s)
+static float unif(uint64_t *s)
 {
-    uint64_t z = (*s += 0x9e3779b97f4a7c15ull);
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-    return z ^ (z >> 31);
+    return (float)((bsq_splitmix64(s) >> 40) * (1.0 / 16777216.0)) * 2 - 1;
 }
-
-static float unif(uint64_t *s) { return (float)((mix(s) >> 40) * (1.0 / 16777216.0)) * 2 - 1; }
 
 /* Active inputs of a token: (reference, bit) pairs that are set, then the
  * presence inputs. */
@@ -340,7 +336,7 @@ bsq_status bsq_prior_train(const bsq_prior_clip *clips, int nclips, int L,
     double last_bits = 0;
     for (int ep = 0; ep < o.epochs; ep++) {
         for (size_t i = total; i > 1; i--) { /* shuffle */
-            size_t j = mix(&rng) % i;
+            size_t j = bsq_splitmix64(&rng) % i;
             sample_ref t = order[i - 1];
             order[i - 1] = order[j];
             order[j] = t;

@@ -9,6 +9,7 @@
 
 #include "backend.h"
 #include "error.h"
+#include "splitmix.h"
 #include "model.h"
 #include "train/entropy.h"
 #include "train/optim.h"
@@ -71,15 +72,10 @@ void bsq_train_options_default(bsq_train_options *o)
 }
 
 /* ------------------------------------------------------------ init */
-static uint64_t splitmix(uint64_t *s)
+static double uniform(uint64_t *s)
 {
-    uint64_t z = (*s += 0x9e3779b97f4a7c15ull);
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-    return z ^ (z >> 31);
+    return ((bsq_splitmix64(s) >> 11) + 0.5) * (1.0 / 9007199254740992.0);
 }
-
-static double uniform(uint64_t *s) { return ((splitmix(s) >> 11) + 0.5) * (1.0 / 9007199254740992.0); }
 
 /* Normal draw truncated to two standard deviations (as trunc_normal_). */
 static float trunc_normal(uint64_t *s, double std)
