@@ -237,21 +237,7 @@ CM_INLINE void code_frame(cm_prior *m, const uint64_t *in, uint64_t *out,
             uint32_t np_ = 0;
             uint8_t nmis[BSQ_NET_REFS] = {0};
             if (learned) {
-                const int hx[4] = {x > 0, x + 1 < gw, x > 0, x + 1 < gw};
-                const int hy[4] = {y > 0, y > 0, y + 1 < gh, y + 1 < gh};
-                const ptrdiff_t off[4] = {-(ptrdiff_t)gw - 1, -(ptrdiff_t)gw + 1,
-                                          (ptrdiff_t)gw - 1, (ptrdiff_t)gw + 1};
-                nr[0] = R[R_P], nr[1] = R[R_PW], nr[2] = R[R_PE], nr[3] = R[R_PN],
-                nr[4] = R[R_PS];
-                np_ = has[R_P] | has[R_PW] << 1 | has[R_PE] << 2 | has[R_PN] << 3 |
-                      has[R_PS] << 4;
-                for (int k = 0; k < 4; k++) { /* PNW PNE PSW PSE */
-                    uint32_t hk = hp & (uint32_t)(hx[k] & hy[k]);
-                    nr[5 + k] = hk ? pv[(ptrdiff_t)i + off[k]] : 0;
-                    np_ |= hk << (5 + k);
-                }
-                nr[9] = R[R_W], nr[10] = R[R_N], nr[11] = R[R_NW], nr[12] = R[R_NE];
-                np_ |= has[R_W] << 9 | has[R_N] << 10 | has[R_NW] << 11 | has[R_NE] << 12;
+                np_ = bsq_prior_net_refs(cur, hp ? pv : NULL, gw, gh, i, nr);
                 uint8_t hid[BSQ_NET_MAX_H];
                 bsq_prior_net_hidden(net, nr, np_, hid);
                 bsq_prior_net_base(net, hid, zb);

@@ -184,6 +184,27 @@ bsq_status bsq_prior_net_open(const char *path, bsq_prior_net **out, bsq_error *
     return st;
 }
 
+uint32_t bsq_prior_net_refs(const uint64_t *cur, const uint64_t *prev, int grid_w, int grid_h,
+                            size_t j, uint64_t *refs)
+{
+    const int x = (int)(j % (size_t)grid_w), y = (int)(j / (size_t)grid_w);
+    const int W = x > 0, E = x + 1 < grid_w, N = y > 0, S = y + 1 < grid_h;
+    static const int dx[BSQ_NET_REFS] = {0, -1, 1, 0, 0, -1, 1, -1, 1, -1, 0, -1, 1};
+    static const int dy[BSQ_NET_REFS] = {0, 0, 0, -1, 1, -1, -1, 1, 1, 0, -1, -1, -1};
+    uint32_t present = 0;
+    for (int k = 0; k < BSQ_NET_REFS; k++) {
+        const int in_prev = k < 9;
+        const int ok = (dx[k] < 0 ? W : dx[k] > 0 ? E : 1) & (dy[k] < 0 ? N : dy[k] > 0 ? S : 1);
+        refs[k] = 0;
+        if (!ok || (in_prev && !prev))
+            continue;
+        const ptrdiff_t at = (ptrdiff_t)j + (ptrdiff_t)dy[k] * grid_w + dx[k];
+        refs[k] = (in_prev ? prev : cur)[at];
+        present |= 1u << k;
+    }
+    return present;
+}
+
 void bsq_prior_net_hidden(const bsq_prior_net *net, const uint64_t *refs, uint32_t present,
                           uint8_t *h)
 {

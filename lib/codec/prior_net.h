@@ -63,6 +63,14 @@ void bsq_prior_net_free(bsq_prior_net *net);
 bsq_status bsq_prior_net_open_default(const uint8_t tokenizer_fp[32], bsq_prior_net **out,
                                       bsq_error *err);
 
+/* The 13 references of token j of a tile (grid_w x grid_h tokens, `cur`
+ * the tile's tokens of this frame, decoded up to j; `prev` the same tile of
+ * the previous frame, NULL at a GOP's start), in the network's order, and
+ * the mask of those present. The one definition the coder and the trainer
+ * share. */
+uint32_t bsq_prior_net_refs(const uint64_t *cur, const uint64_t *prev, int grid_w, int grid_h,
+                            size_t j, uint64_t *refs);
+
 /* The hidden layer for one token: refs[13] (absent ones ignored: bit r of
  * `present` clear) -> h[H]. */
 void bsq_prior_net_hidden(const bsq_prior_net *net, const uint64_t *refs, uint32_t present,

@@ -24,36 +24,16 @@ void bsq_prior_train_options_default(bsq_prior_train_options *o)
     o->seed = 1;
 }
 
-/* The 13 references of token i of frame f (order and presence as in
- * context_model.c's learned path). */
+/* The 13 references of token i of frame f (codec/prior_net.c defines
+ * them, for the coder too). */
 static uint32_t references(const bsq_prior_clip *c, int f, size_t i, uint64_t *r)
 {
     const bsq_frame_geom *g = &c->geom;
     const size_t tile = (size_t)g->grid_h * g->grid_w;
     const size_t per = tile * (size_t)g->tiles_y * g->tiles_x;
-    const uint64_t *cur = c->tokens + (size_t)f * per;
-    const uint64_t *pv = cur - per;
-    const size_t base = i - i % tile, j = i % tile;
-    const int x = (int)(j % (size_t)g->grid_w), y = (int)(j / (size_t)g->grid_w);
-    const int gw = g->grid_w, gh = g->grid_h;
-    const uint32_t hp = f % c->gop != 0;
-    const int W = x > 0, E = x + 1 < gw, N = y > 0, S = y + 1 < gh;
-    const struct { uint32_t has; int dx, dy, prev; } ref[NREF] = {
-        {hp, 0, 0, 1},          {hp & W, -1, 0, 1},     {hp & E, 1, 0, 1},
-        {hp & N, 0, -1, 1},     {hp & S, 0, 1, 1},      {hp & W & N, -1, -1, 1},
-        {hp & E & N, 1, -1, 1}, {hp & W & S, -1, 1, 1}, {hp & E & S, 1, 1, 1},
-        {W, -1, 0, 0},          {N, 0, -1, 0},          {W & N, -1, -1, 0},
-        {E & N, 1, -1, 0}};
-    uint32_t present = 0;
-    for (int k = 0; k < NREF; k++) {
-        r[k] = 0;
-        if (!ref[k].has)
-            continue;
-        size_t at = base + (size_t)((y + ref[k].dy) * gw + x + ref[k].dx);
-        r[k] = ref[k].prev ? pv[at] : cur[at];
-        present |= 1u << k;
-    }
-    return present;
+    const uint64_t *cur = c->tokens + (size_t)f * per + (i - i % tile);
+    return bsq_prior_net_refs(cur, f % c->gop ? cur - per : NULL, g->grid_w, g->grid_h,
+                              i % tile, r);
 }
 
 typedef struct {
