@@ -34,6 +34,8 @@ typedef struct bsq_attention_args {
 typedef struct bsq_backend_ops {
     const char *name;
     int host_memory; /* buffers are host memory: model weights are used in place */
+    int fp32;        /* computes in fp32 (else: bf16 products, fp32 accumulation) */
+    size_t preferred_rows; /* tokens per graph call that keep this backend busy */
     void (*destroy)(bsq_backend *be);
 
     /* memory */
@@ -110,11 +112,21 @@ struct bsq_backend {
     const bsq_backend_ops *ops;
 };
 
-/* Backends that exist in this build. */
+/* Backends that exist in this build. The CUDA backend computes in bf16
+ * (products and attention on tensor cores) unless fp32 is set. */
 bsq_status bsq_backend_cpu_create(int threads, bsq_backend **out, bsq_error *err);
-bsq_status bsq_backend_cuda_create(int device, bsq_backend **out, bsq_error *err);
+bsq_status bsq_backend_cuda_create(int device, int fp32, bsq_backend **out, bsq_error *err);
+/* The CUDA backend's sources built for the CPU through the SIMT emulator
+ * (kernels/emu/): only in tests/check_cuda_emu. */
+bsq_status bsq_backend_cuda_emu_create(int device, int fp32, bsq_backend **out, bsq_error *err);
+
+/* For bench/bench_cuda (CUDA builds only): the cuBLAS bf16 product rate
+ * measured on an m x n x k product, and the device memory in use. */
+bsq_status bsq_cuda_gemm_rate(int device, int m, int n, int k, double *tflops, bsq_error *err);
+bsq_status bsq_cuda_memory_used(int device, size_t *used, size_t *total, bsq_error *err);
 
 /* Opens the backend a device string asks for ("auto", "cpu", "cuda[:N]"). */
-bsq_status bsq_backend_open(const char *device, int threads, bsq_backend **out, bsq_error *err);
+bsq_status bsq_backend_open(const char *device, int threads, bsq_precision precision,
+                            bsq_backend **out, bsq_error *err);
 
 #endif

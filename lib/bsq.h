@@ -108,9 +108,17 @@ bsq_status bsq_model_save(const bsq_model *model, const char *path,
 
 typedef struct bsq_context bsq_context;
 
+/* Arithmetic on a CUDA device. The CPU always computes in fp32. */
+typedef enum bsq_precision {
+    BSQ_PRECISION_AUTO = 0, /* bf16 on a CUDA device, fp32 on the CPU */
+    BSQ_PRECISION_FP32 = 1, /* fp32 everywhere (CUDA: TF32 off; for checking) */
+    BSQ_PRECISION_BF16 = 2  /* bf16 products and attention, fp32 accumulation (CUDA only) */
+} bsq_precision;
+
 typedef struct bsq_context_options {
-    int threads;        /* 0: all online CPUs */
-    const char *device; /* "auto", "cpu", "cuda", "cuda:N"; NULL = "auto" */
+    int threads;             /* 0: all online CPUs */
+    const char *device;      /* "auto", "cpu", "cuda", "cuda:N"; NULL = "auto" */
+    bsq_precision precision; /* 0 = BSQ_PRECISION_AUTO */
 } bsq_context_options;
 
 bsq_status bsq_context_create(const bsq_model *model,
@@ -119,6 +127,8 @@ bsq_status bsq_context_create(const bsq_model *model,
 void bsq_context_destroy(bsq_context *ctx);
 /* "cpu" or "cuda:N". */
 const char *bsq_context_device(const bsq_context *ctx);
+/* The precision the context computes in: BSQ_PRECISION_FP32 or _BF16. */
+bsq_precision bsq_context_precision(const bsq_context *ctx);
 
 /* ------------------------------------------------------------------------ */
 /* Tokens                                                                    */

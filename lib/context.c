@@ -12,19 +12,29 @@ bsq_status bsq_context_create(const bsq_model *model, const bsq_context_options 
 {
     if (!model || !out)
         return bsq_fail(err, BSQ_ERR_INVALID_ARGUMENT, "bsq_context_create: NULL argument");
-    if (model->cfg.width / model->cfg.heads > BSQ_ATT_MAX_HEAD_DIM)
+    bsq_backend *be;
+    bsq_status st = bsq_backend_open(options ? options->device : NULL, options ? options->threads : 0,
+                                     options ? options->precision : BSQ_PRECISION_AUTO, &be, err);
+    if (st != BSQ_OK)
+        return st;
+    return bsq_context_create_on(model, be, out, err);
+}
+
+bsq_status bsq_context_create_on(const bsq_model *model, bsq_backend *be, bsq_context **out,
+                                 bsq_error *err)
+{
+    if (model->cfg.width / model->cfg.heads > BSQ_ATT_MAX_HEAD_DIM) {
+        be->ops->destroy(be);
         return bsq_fail(err, BSQ_ERR_UNSUPPORTED, "head dimension %d exceeds %d",
                         model->cfg.width / model->cfg.heads, BSQ_ATT_MAX_HEAD_DIM);
-    bsq_context *ctx = calloc(1, sizeof *ctx);
-    if (!ctx)
-        return bsq_fail(err, BSQ_ERR_NOMEM, "out of memory");
-    ctx->model = model;
-    int threads = options ? options->threads : 0;
-    bsq_status st = bsq_backend_open(options ? options->device : NULL, threads, &ctx->be, err);
-    if (st != BSQ_OK) {
-        free(ctx);
-        return st;
     }
+    bsq_context *ctx = calloc(1, sizeof *ctx);
+    if (!ctx) {
+        be->ops->destroy(be);
+        return bsq_fail(err, BSQ_ERR_NOMEM, "out of memory");
+    }
+    ctx->model = model;
+    ctx->be = be;
     const float *base = model->data;
     if (!ctx->be->ops->host_memory) {
         ctx->weights = ctx->be->ops->alloc(ctx->be, model->total);
@@ -37,7 +47,8 @@ bsq_status bsq_context_create(const bsq_model *model, const bsq_context_options 
         base = ctx->weights;
     }
     ctx->be->ops->set_weights(ctx->be, base, model->total);
-    if ((st = bsq_model_bind(model, base, &ctx->w, err)) != BSQ_OK) {
+    bsq_status st = ctx->be->ops->sync(ctx->be, err);
+    if (st != BSQ_OK || (st = bsq_model_bind(model, base, &ctx->w, err)) != BSQ_OK) {
         bsq_context_destroy(ctx);
         return st;
     }
@@ -74,6 +85,11 @@ void *bsq_context_host(bsq_context *ctx, int slot, size_t bytes)
 }
 
 const char *bsq_context_device(const bsq_context *ctx) { return ctx->device; }
+
+bsq_precision bsq_context_precision(const bsq_context *ctx)
+{
+    return ctx->be->ops->fp32 ? BSQ_PRECISION_FP32 : BSQ_PRECISION_BF16;
+}
 
 bsq_status bsq_context_workspace(bsq_context *ctx, size_t count, float **out, bsq_error *err)
 {

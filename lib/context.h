@@ -18,6 +18,11 @@ struct bsq_context {
     size_t host_len[3];
 };
 
+/* A context on a backend already open; takes the backend (destroyed on
+ * failure too). For tests that pick a backend themselves. */
+bsq_status bsq_context_create_on(const bsq_model *model, bsq_backend *be, bsq_context **out,
+                                 bsq_error *err);
+
 /* Host scratch buffer `slot` (0..2) of at least `bytes`, kept by the
  * context; NULL when out of memory. */
 void *bsq_context_host(bsq_context *ctx, int slot, size_t bytes);

@@ -5,7 +5,6 @@
 
 #include "error.h"
 
-#define CHUNK_ROWS 8192 /* tokens per graph call: large enough for efficient GEMMs */
 
 typedef struct {
     size_t rows;
@@ -51,7 +50,8 @@ int bsq_graph_chunk(const bsq_context *ctx, int frames)
 {
     const bsq_config *c = &ctx->model->cfg;
     int per = frames * (c->image_height / c->patch_size) * (c->image_width / c->patch_size);
-    int n = CHUNK_ROWS / per;
+    size_t rows = ctx->be->ops->preferred_rows ? ctx->be->ops->preferred_rows : 8192;
+    int n = (int)(rows / (size_t)per);
     return n < 1 ? 1 : n;
 }
 

@@ -232,6 +232,8 @@ static void cpu_set_weights(bsq_backend *be, const float *block, size_t count)
 static const bsq_backend_ops cpu_ops = {
     .name = "cpu",
     .host_memory = 1,
+    .fp32 = 1,
+    .preferred_rows = 8192, /* large enough for efficient GEMMs, small enough for the caches */
     .destroy = cpu_destroy,
     .alloc = cpu_alloc,
     .free = cpu_free,

@@ -1,0 +1,428 @@
+/* The CUDA backend: the operations table of lib/backend.h on an NVIDIA GPU.
+ * Matrix products go to cuBLAS; everything else to our kernels (the other .cu files here).
+ *
+ * Two precisions:
+ *  - bf16 (default): GEMM inputs in bf16 with fp32 accumulation (weights
+ *    converted once, when the model's parameter block is declared;
+ *    activations as each product needs them), attention on tensor cores;
+ *    the residual stream, LayerNorm, softmax and outputs stay fp32;
+ *  - fp32: the checking mode, fp32 products with TF32 off and fp32
+ *    attention, within 1e-4 of the CPU engine.
+ *
+ * All work is queued on one stream; errors are remembered where they happen
+ * and reported by sync(), since the ops themselves return nothing. */
+#include <stdio.h>
+#include <string.h>
+
+#include <new>
+
+#include "kernels.h"
+
+extern "C" {
+#include "error.h"
+}
+
+#ifdef BSQ_CUDA_EMULATE
+#define CREATE_FN bsq_backend_cuda_emu_create
+#define NAME_PREFIX "cuda-emu"
+#else
+#define CREATE_FN bsq_backend_cuda_create
+#define NAME_PREFIX "cuda"
+#endif
+
+namespace {
+
+struct cuda_be {
+    bsq_backend base; /* first: the library sees a bsq_backend */
+    bsq_backend_ops ops;
+    char name[32];
+    int device, fp32, tc_max_smem;
+    cudaStream_t stream;
+    cublasHandle_t blas;
+    const float *w_lo, *w_hi; /* the declared parameter block */
+    bsq_bf16 *w_bf16;         /* its bf16 copy (bf16 mode) */
+    bsq_bf16 *x_bf16;         /* activations of the current product */
+    size_t x_len;
+    bsq_bf16 *m_bf16;         /* a weight-like operand outside the block */
+    size_t m_len;
+    uint64_t *idx;            /* token indices on the device */
+    size_t idx_len;
+    /* the first failure since the last sync */
+    int failed;
+    char error[200];
+};
+
+cuda_be *of(bsq_backend *be) { return (cuda_be *)be; }
+
+void record(cuda_be *c, const char *what, const char *detail)
+{
+    if (c->failed)
+        return;
+    c->failed = 1;
+    snprintf(c->error, sizeof c->error, "%s: %s", what, detail);
+}
+
+void check_cuda(cuda_be *c, cudaError_t e, const char *what)
+{
+    if (e != cudaSuccess)
+        record(c, what, cudaGetErrorString(e));
+}
+
+void check_launch(cuda_be *c, const char *what) { check_cuda(c, cudaGetLastError(), what); }
+
+void check_blas(cuda_be *c, cublasStatus_t s, const char *what)
+{
+    if (s != CUBLAS_STATUS_SUCCESS)
+        record(c, what, cublasGetStatusString(s));
+}
+
+/* Grows a device scratch buffer; NULL (and a recorded error) on failure. */
+template <class T> T *scratch(cuda_be *c, T **buf, size_t *len, size_t need, const char *what)
+{
+    if (need <= *len)
+        return *buf;
+    if (*buf)
+        cudaFree(*buf);
+    *buf = NULL;
+    *len = 0;
+    void *p = NULL;
+    cudaError_t e = cudaMalloc(&p, need * sizeof(T));
+    if (e != cudaSuccess) {
+        cudaGetLastError(); /* clear it: the failure is reported through sync */
+        record(c, what, "out of device memory");
+        return NULL;
+    }
+    *buf = (T *)p;
+    *len = need;
+    return *buf;
+}
+
+void use(cuda_be *c) { cudaSetDevice(c->device); }
+
+/* ---- memory ---- */
+
+float *op_alloc(bsq_backend *be, size_t count)
+{
+    cuda_be *c = of(be);
+    use(c);
+    void *p = NULL;
+    if (cudaMalloc(&p, (count ? count : 1) * sizeof(float)) != cudaSuccess) {
+        cudaGetLastError();
+        return NULL;
+    }
+    return (float *)p;
+}
+
+void op_free(bsq_backend *be, float *p)
+{
+    use(of(be));
+    cudaFree(p);
+}
+
+void op_upload(bsq_backend *be, float *dst, const float *src, size_t count)
+{
+    cuda_be *c = of(be);
+    use(c);
+    check_cuda(c, cudaMemcpyAsync(dst, src, count * sizeof(float), cudaMemcpyHostToDevice, c->stream),
+               "upload");
+}
+
+void op_download(bsq_backend *be, float *dst, const float *src, size_t count)
+{
+    cuda_be *c = of(be);
+    use(c);
+    check_cuda(c, cudaMemcpyAsync(dst, src, count * sizeof(float), cudaMemcpyDeviceToHost, c->stream),
+               "download");
+}
+
+void op_set_weights(bsq_backend *be, const float *block, size_t count)
+{
+    cuda_be *c = of(be);
+    use(c);
+    c->w_lo = block;
+    c->w_hi = block + count;
+    if (c->w_bf16)
+        cudaFree(c->w_bf16);
+    c->w_bf16 = NULL;
+    if (c->fp32 || !count)
+        return;
+    void *p = NULL;
+    if (cudaMalloc(&p, count * sizeof(bsq_bf16)) != cudaSuccess) {
+        cudaGetLastError();
+        record(c, "bf16 weights", "out of device memory");
+        return;
+    }
+    c->w_bf16 = (bsq_bf16 *)p;
+    bsqk::to_bf16(c->stream, block, c->w_bf16, count);
+    check_launch(c, "bf16 weights");
+}
+
+bsq_status op_sync(bsq_backend *be, bsq_error *err)
+{
+    cuda_be *c = of(be);
+    use(c);
+    check_cuda(c, cudaStreamSynchronize(c->stream), "synchronize");
+    if (!c->failed)
+        return BSQ_OK;
+    c->failed = 0;
+    return bsq_fail(err, BSQ_ERR_DEVICE, "%s: %s", c->name, c->error);
+}
+
+/* ---- products ---- */
+
+/* y[rows][n] = x[rows][k] w[n][k]^T: in cuBLAS's column-major terms
+ * y^T (n x rows) = w (stored as the k x n matrix w^T, transposed) * x^T. */
+void op_linear(bsq_backend *be, const float *x, const float *w, const float *bias, float *y,
+               size_t rows, int k, int n)
+{
+    cuda_be *c = of(be);
+    use(c);
+    if (!rows || !n)
+        return;
+    if (rows > 0x7fffffff) {
+        record(c, "linear", "more than 2^31 rows in one product");
+        return;
+    }
+    const float one = 1.0f, zero = 0.0f;
+    cublasStatus_t s;
+    if (c->fp32) {
+        s = cublasGemmEx(c->blas, CUBLAS_OP_T, CUBLAS_OP_N, n, (int)rows, k, &one, w, CUDA_R_32F, k,
+                         x, CUDA_R_32F, k, &zero, y, CUDA_R_32F, n, CUBLAS_COMPUTE_32F_PEDANTIC,
+                         CUBLAS_GEMM_DEFAULT);
+    } else {
+        const bsq_bf16 *wb;
+        if (c->w_bf16 && w >= c->w_lo && w + (size_t)n * k <= c->w_hi) {
+            wb = c->w_bf16 + (w - c->w_lo);
+        } else {
+            bsq_bf16 *t = scratch(c, &c->m_bf16, &c->m_len, (size_t)n * k, "linear");
+            if (!t)
+                return;
+            bsqk::to_bf16(c->stream, w, t, (size_t)n * k);
+            wb = t;
+        }
+        bsq_bf16 *xb = scratch(c, &c->x_bf16, &c->x_len, rows * (size_t)k, "linear");
+        if (!xb)
+            return;
+        bsqk::to_bf16(c->stream, x, xb, rows * (size_t)k);
+        check_launch(c, "linear (bf16 conversion)");
+        s = cublasGemmEx(c->blas, CUBLAS_OP_T, CUBLAS_OP_N, n, (int)rows, k, &one, wb, CUDA_R_16BF,
+                         k, xb, CUDA_R_16BF, k, &zero, y, CUDA_R_32F, n, CUBLAS_COMPUTE_32F,
+                         CUBLAS_GEMM_DEFAULT);
+    }
+    check_blas(c, s, "linear (cuBLAS)");
+    if (bias) {
+        bsqk::add_bias(c->stream, y, bias, rows, n);
+        check_launch(c, "linear (bias)");
+    }
+}
+
+/* ---- the other ops: one kernel each ---- */
+
+void op_layernorm(bsq_backend *be, const float *x, const float *w, const float *b, float *y,
+                  size_t rows, int d, float eps)
+{
+    cuda_be *c = of(be);
+    use(c);
+    bsqk::layernorm(c->stream, x, w, b, y, rows, d, eps);
+    check_launch(c, "layernorm");
+}
+
+void op_gelu(bsq_backend *be, float *x, size_t count)
+{
+    cuda_be *c = of(be);
+    use(c);
+    bsqk::gelu(c->stream, x, count);
+    check_launch(c, "gelu");
+}
+
+void op_tanh(bsq_backend *be, float *x, size_t count)
+{
+    cuda_be *c = of(be);
+    use(c);
+    bsqk::tanh_(c->stream, x, count);
+    check_launch(c, "tanh");
+}
+
+void op_add(bsq_backend *be, float *y, const float *x, size_t count)
+{
+    cuda_be *c = of(be);
+    use(c);
+    bsqk::add(c->stream, y, x, count);
+    check_launch(c, "add");
+}
+
+void op_add_pos(bsq_backend *be, float *x, const float *pos, const float *tpos, int seqs,
+                int frames, int tokens, int d, int t0)
+{
+    cuda_be *c = of(be);
+    use(c);
+    bsqk::add_pos(c->stream, x, pos, tpos, seqs, frames, tokens, d, t0);
+    check_launch(c, "add_pos");
+}
+
+void op_attention(bsq_backend *be, const bsq_attention_args *a)
+{
+    cuda_be *c = of(be);
+    use(c);
+    size_t smem = bsqk::attention_bf16_smem(a->head_dim);
+    if (!c->fp32 && smem && smem <= (size_t)c->tc_max_smem)
+        bsqk::attention_bf16(c->stream, a);
+    else
+        bsqk::attention_f32(c->stream, a);
+    check_launch(c, "attention");
+}
+
+void op_patchify(bsq_backend *be, const float *pix, float *tok, int seqs, int frames, int gh,
+                 int gw, int p)
+{
+    cuda_be *c = of(be);
+    use(c);
+    bsqk::patchify(c->stream, pix, tok, seqs, frames, gh, gw, p);
+    check_launch(c, "patchify");
+}
+
+void op_unpatchify(bsq_backend *be, const float *tok, float *pix, int seqs, int frames, int gh,
+                   int gw, int p, int clamp)
+{
+    cuda_be *c = of(be);
+    use(c);
+    bsqk::unpatchify(c->stream, tok, pix, seqs, frames, gh, gw, p, clamp);
+    check_launch(c, "unpatchify");
+}
+
+void op_copy2d(bsq_backend *be, float *dst, size_t dst_stride, const float *src, size_t src_stride,
+               size_t rows, size_t cols)
+{
+    cuda_be *c = of(be);
+    use(c);
+    bsqk::copy2d(c->stream, dst, dst_stride, src, src_stride, rows, cols);
+    check_launch(c, "copy2d");
+}
+
+void op_quantize(bsq_backend *be, float *v, float *z, uint64_t *idx, size_t rows, int L)
+{
+    cuda_be *c = of(be);
+    use(c);
+    uint64_t *d = scratch(c, &c->idx, &c->idx_len, rows, "quantize");
+    if (!d)
+        return;
+    bsqk::quantize(c->stream, v, z, d, rows, L);
+    check_launch(c, "quantize");
+    /* to pageable memory: returns when the indices are there */
+    check_cuda(c, cudaMemcpyAsync(idx, d, rows * sizeof(uint64_t), cudaMemcpyDeviceToHost, c->stream),
+               "quantize (indices)");
+}
+
+void op_dequantize(bsq_backend *be, const uint64_t *idx, float *codes, size_t rows, int L)
+{
+    cuda_be *c = of(be);
+    use(c);
+    uint64_t *d = scratch(c, &c->idx, &c->idx_len, rows, "dequantize");
+    if (!d)
+        return;
+    check_cuda(c, cudaMemcpyAsync(d, idx, rows * sizeof(uint64_t), cudaMemcpyHostToDevice, c->stream),
+               "dequantize (indices)");
+    bsqk::dequantize(c->stream, d, codes, rows, L);
+    check_launch(c, "dequantize");
+}
+
+void op_destroy(bsq_backend *be)
+{
+    cuda_be *c = of(be);
+    if (!c)
+        return;
+    use(c);
+    if (c->stream)
+        cudaStreamSynchronize(c->stream);
+    cudaFree(c->w_bf16);
+    cudaFree(c->x_bf16);
+    cudaFree(c->m_bf16);
+    cudaFree(c->idx);
+    if (c->blas)
+        cublasDestroy(c->blas);
+    if (c->stream)
+        cudaStreamDestroy(c->stream);
+    delete c;
+}
+
+} // namespace
+
+extern "C" bsq_status CREATE_FN(int device, int fp32, bsq_backend **out, bsq_error *err)
+{
+    *out = NULL;
+    int count = 0;
+    cudaError_t e = cudaGetDeviceCount(&count);
+    if (e != cudaSuccess) {
+        cudaGetLastError();
+        return bsq_fail(err, BSQ_ERR_DEVICE, "no usable CUDA device: %s", cudaGetErrorString(e));
+    }
+    if (count < 1)
+        return bsq_fail(err, BSQ_ERR_DEVICE, "no CUDA device found");
+    if (device < 0 || device >= count)
+        return bsq_fail(err, BSQ_ERR_DEVICE, "no CUDA device %d: this machine has %d (cuda:0..%d)",
+                        device, count, count - 1);
+    cudaDeviceProp prop;
+    if ((e = cudaGetDeviceProperties(&prop, device)) != cudaSuccess)
+        return bsq_fail(err, BSQ_ERR_DEVICE, "CUDA device %d: %s", device, cudaGetErrorString(e));
+    if (prop.major < 8)
+        return bsq_fail(err, BSQ_ERR_DEVICE,
+                        "CUDA device %d (%s) has compute capability %d.%d; libbsq needs 8.0 or newer",
+                        device, prop.name, prop.major, prop.minor);
+    if ((e = cudaSetDevice(device)) != cudaSuccess)
+        return bsq_fail(err, BSQ_ERR_DEVICE, "CUDA device %d: %s", device, cudaGetErrorString(e));
+
+    cuda_be *c = new (std::nothrow) cuda_be();
+    if (!c)
+        return bsq_fail(err, BSQ_ERR_NOMEM, "out of memory");
+    c->device = device;
+    c->fp32 = fp32;
+    snprintf(c->name, sizeof c->name, "%s:%d", NAME_PREFIX, device);
+    bsq_backend_ops &o = c->ops;
+    o.name = c->name;
+    o.host_memory = 0;
+    o.fp32 = fp32;
+    o.preferred_rows = 65536;
+    o.destroy = op_destroy;
+    o.alloc = op_alloc;
+    o.free = op_free;
+    o.upload = op_upload;
+    o.download = op_download;
+    o.set_weights = op_set_weights;
+    o.sync = op_sync;
+    o.linear = op_linear;
+    o.layernorm = op_layernorm;
+    o.gelu = op_gelu;
+    o.tanh = op_tanh;
+    o.add = op_add;
+    o.add_pos = op_add_pos;
+    o.attention = op_attention;
+    o.patchify = op_patchify;
+    o.unpatchify = op_unpatchify;
+    o.copy2d = op_copy2d;
+    o.quantize = op_quantize;
+    o.dequantize = op_dequantize;
+    c->base.ops = &c->ops;
+
+    const char *fail_what = NULL;
+    cublasStatus_t bs = CUBLAS_STATUS_SUCCESS;
+    if ((e = cudaStreamCreateWithFlags(&c->stream, cudaStreamNonBlocking)) != cudaSuccess)
+        fail_what = "stream";
+    else if ((bs = cublasCreate(&c->blas)) != CUBLAS_STATUS_SUCCESS ||
+             (bs = cublasSetStream(c->blas, c->stream)) != CUBLAS_STATUS_SUCCESS ||
+             (bs = cublasSetMathMode(c->blas, fp32 ? CUBLAS_PEDANTIC_MATH : CUBLAS_DEFAULT_MATH)) !=
+                 CUBLAS_STATUS_SUCCESS)
+        fail_what = "cuBLAS";
+    else if ((e = bsqk::attention_bf16_prepare((int)prop.sharedMemPerBlockOptin)) != cudaSuccess)
+        fail_what = "attention kernels";
+    if (fail_what) {
+        const char *detail = bs != CUBLAS_STATUS_SUCCESS ? cublasGetStatusString(bs)
+                                                         : cudaGetErrorString(e);
+        cudaGetLastError();
+        op_destroy(&c->base);
+        return bsq_fail(err, BSQ_ERR_DEVICE, "CUDA device %d (%s): %s: %s", device, prop.name,
+                        fail_what, detail);
+    }
+    c->tc_max_smem = (int)prop.sharedMemPerBlockOptin;
+    *out = &c->base;
+    return BSQ_OK;
+}

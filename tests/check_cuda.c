@@ -1,0 +1,513 @@
+/* The CUDA backend against the CPU engine, in both precisions:
+ *  - every op of the table on random data (sizes that are multiples of
+ *    nothing convenient, key/value-cache attention, head sizes the tensor
+ *    cores must pad);
+ *  - the parity fixtures through whole models: fp32 within 1e-4 of the
+ *    official outputs and every bit exact; bf16 with its errors reported and
+ *    every bit exact wherever the fixture's |z| exceeds the z error seen.
+ * Built twice: tests/check_cuda runs on a real GPU and is skipped (exit 77)
+ * where there is none; tests/check_cuda_emu runs the same kernel sources
+ * through the SIMT emulator (kernels/emu/) on any machine. */
+#include <check.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "backend.h"
+#include "bsq.h"
+#include "context.h"
+#include "safetensors.h"
+#include "testutil.h"
+
+#ifdef BSQ_CUDA_EMULATE
+#define GPU_CREATE bsq_backend_cuda_emu_create
+#else
+#define GPU_CREATE bsq_backend_cuda_create
+#endif
+
+/* max |got - ref| / max |ref|: a product's error relative to its scale */
+#define TOL_F32 1e-4
+#define TOL_BF16 2e-2
+
+static bsq_backend *gpu(int fp32)
+{
+    bsq_backend *be = NULL;
+    bsq_error err;
+    ck_assert_msg(GPU_CREATE(0, fp32, &be, &err) == BSQ_OK, "%s", err.message);
+    ck_assert_int_eq(be->ops->fp32, fp32);
+    return be;
+}
+
+static bsq_backend *cpu(void)
+{
+    bsq_backend *be = NULL;
+    bsq_error err;
+    ck_assert_msg(bsq_backend_cpu_create(1, &be, &err) == BSQ_OK, "%s", err.message);
+    return be;
+}
+
+static float *fmalloc(size_t n)
+{
+    float *p = malloc((n ? n : 1) * sizeof(float));
+    ck_assert_ptr_nonnull(p);
+    return p;
+}
+
+static float *random_floats(size_t n, uint64_t seed, float lo, float hi)
+{
+    float *p = fmalloc(n);
+    tu_fill_uniform(p, n, seed, lo, hi);
+    return p;
+}
+
+static float *dev_from(bsq_backend *be, const float *src, size_t n)
+{
+    float *d = be->ops->alloc(be, n);
+    ck_assert_ptr_nonnull(d);
+    be->ops->upload(be, d, src, n);
+    return d;
+}
+
+/* device -> a fresh host array, after a sync that must succeed */
+static float *dev_take(bsq_backend *be, const float *d, size_t n)
+{
+    float *h = fmalloc(n);
+    bsq_error err;
+    be->ops->download(be, h, d, n);
+    ck_assert_msg(be->ops->sync(be, &err) == BSQ_OK, "%s", err.message);
+    return h;
+}
+
+static double rel_err(const float *got, const float *ref, size_t n)
+{
+    double e = 0, m = 1e-30;
+    for (size_t i = 0; i < n; i++) {
+        double d = fabs((double)got[i] - ref[i]);
+        ck_assert_msg(!isnan(got[i]), "NaN at %zu", i);
+        e = d > e ? d : e;
+        m = fabs(ref[i]) > m ? fabs(ref[i]) : m;
+    }
+    return e / m;
+}
+
+static void expect(const char *what, int fp32, double err, double tol_f32, double tol_bf16)
+{
+    double tol = fp32 ? tol_f32 : tol_bf16;
+    printf("  %-44s %s  rel. error %.2e (limit %.0e)\n", what, fp32 ? "fp32" : "bf16", err, tol);
+    ck_assert_msg(err <= tol, "%s (%s): error %.3e above %.0e", what, fp32 ? "fp32" : "bf16", err,
+                  tol);
+}
+
+/* ---- ops ---- */
+
+static void run_linear(int fp32, size_t rows, int k, int n, int in_block, int with_bias)
+{
+    bsq_backend *g = gpu(fp32), *c = cpu();
+    float *x = random_floats(rows * k, 11 + rows, -1, 1);
+    float *w = random_floats((size_t)n * k, 12 + k, -0.3f, 0.3f);
+    float *b = random_floats((size_t)n, 13, -0.5f, 0.5f);
+    /* a parameter block: 7 floats of padding, then w, then the bias */
+    size_t blk_n = 7 + (size_t)n * k + n;
+    float *blk = fmalloc(blk_n);
+    memset(blk, 0, 7 * sizeof(float));
+    memcpy(blk + 7, w, (size_t)n * k * sizeof(float));
+    memcpy(blk + 7 + (size_t)n * k, b, (size_t)n * sizeof(float));
+    float *dblk = dev_from(g, blk, blk_n), *dx = dev_from(g, x, rows * k);
+    float *dy = g->ops->alloc(g, rows * n);
+    if (in_block)
+        g->ops->set_weights(g, dblk, blk_n);
+    float *dw = in_block ? dblk + 7 : dev_from(g, w, (size_t)n * k);
+    g->ops->linear(g, dx, dw, with_bias ? dblk + 7 + (size_t)n * k : NULL, dy, rows, k, n);
+    float *got = dev_take(g, dy, rows * n), *ref = fmalloc(rows * n);
+    c->ops->linear(c, x, w, with_bias ? b : NULL, ref, rows, k, n);
+    char what[96];
+    snprintf(what, sizeof what, "linear %zux%d -> %d%s%s", rows, k, n,
+             in_block ? " (declared weights)" : "", with_bias ? " + bias" : "");
+    expect(what, fp32, rel_err(got, ref, rows * n), TOL_F32, TOL_BF16);
+    if (!in_block)
+        g->ops->free(g, dw);
+    g->ops->free(g, dblk);
+    g->ops->free(g, dx);
+    g->ops->free(g, dy);
+    free(x), free(w), free(b), free(blk), free(got), free(ref);
+    g->ops->destroy(g);
+    c->ops->destroy(c);
+}
+
+START_TEST(test_linear)
+{
+    for (int fp32 = 1; fp32 >= 0; fp32--) {
+        run_linear(fp32, 37, 40, 72, 0, 1);
+        run_linear(fp32, 300, 64, 24, 1, 1);
+        run_linear(fp32, 5, 18, 64, 1, 0);
+        run_linear(fp32, 129, 192, 48, 0, 0);
+    }
+}
+END_TEST
+
+START_TEST(test_layernorm)
+{
+    static const int dims[] = {64, 100, 33};
+    for (int fp32 = 1; fp32 >= 0; fp32--)
+        for (int di = 0; di < 3; di++) {
+            int d = dims[di];
+            size_t rows = 19;
+            bsq_backend *g = gpu(fp32), *c = cpu();
+            float *x = random_floats(rows * d, 21 + d, -3, 5);
+            float *w = random_floats(d, 22, 0.5f, 1.5f), *b = random_floats(d, 23, -1, 1);
+            float *dx = dev_from(g, x, rows * d), *dw = dev_from(g, w, d), *db = dev_from(g, b, d);
+            g->ops->layernorm(g, dx, dw, db, dx, rows, d, 1e-5f); /* in place */
+            float *got = dev_take(g, dx, rows * d), *ref = fmalloc(rows * d);
+            c->ops->layernorm(c, x, w, b, ref, rows, d, 1e-5f);
+            char what[64];
+            snprintf(what, sizeof what, "layernorm d=%d (in place)", d);
+            expect(what, fp32, rel_err(got, ref, rows * d), 1e-5, 1e-5);
+            g->ops->free(g, dx), g->ops->free(g, dw), g->ops->free(g, db);
+            free(x), free(w), free(b), free(got), free(ref);
+            g->ops->destroy(g);
+            c->ops->destroy(c);
+        }
+}
+END_TEST
+
+START_TEST(test_elementwise)
+{
+    const size_t n = 70001; /* more than one grid-stride pass of the smallest grid */
+    for (int fp32 = 1; fp32 >= 0; fp32--)
+        for (int op = 0; op < 3; op++) {
+            bsq_backend *g = gpu(fp32), *c = cpu();
+            float *x = random_floats(n, 31 + op, -6, 6), *y = random_floats(n, 41, -1, 1);
+            float *dx = dev_from(g, x, n), *dy = dev_from(g, y, n);
+            const char *name = op == 0 ? "gelu" : op == 1 ? "tanh" : "add";
+            if (op == 0) {
+                g->ops->gelu(g, dx, n);
+                c->ops->gelu(c, x, n);
+            } else if (op == 1) {
+                g->ops->tanh(g, dx, n);
+                c->ops->tanh(c, x, n);
+            } else {
+                g->ops->add(g, dx, dy, n);
+                c->ops->add(c, x, y, n);
+            }
+            float *got = dev_take(g, dx, n);
+            expect(name, fp32, rel_err(got, x, n), 1e-6, 1e-6);
+            g->ops->free(g, dx), g->ops->free(g, dy);
+            free(x), free(y), free(got);
+            g->ops->destroy(g);
+            c->ops->destroy(c);
+        }
+}
+END_TEST
+
+START_TEST(test_add_pos)
+{
+    const int seqs = 2, frames = 3, tokens = 5, d = 12, t0 = 1;
+    const size_t n = (size_t)seqs * frames * tokens * d;
+    for (int with_t = 0; with_t < 2; with_t++) {
+        bsq_backend *g = gpu(1), *c = cpu();
+        float *x = random_floats(n, 51, -1, 1), *pos = random_floats((size_t)tokens * d, 52, -1, 1);
+        float *tpos = random_floats((size_t)(t0 + frames) * d, 53, -1, 1);
+        float *dx = dev_from(g, x, n), *dp = dev_from(g, pos, (size_t)tokens * d);
+        float *dt = dev_from(g, tpos, (size_t)(t0 + frames) * d);
+        g->ops->add_pos(g, dx, dp, with_t ? dt : NULL, seqs, frames, tokens, d, t0);
+        c->ops->add_pos(c, x, pos, with_t ? tpos : NULL, seqs, frames, tokens, d, t0);
+        float *got = dev_take(g, dx, n);
+        expect(with_t ? "add_pos (+ temporal)" : "add_pos", 1, rel_err(got, x, n), 1e-7, 1e-7);
+        g->ops->free(g, dx), g->ops->free(g, dp), g->ops->free(g, dt);
+        free(x), free(pos), free(tpos), free(got);
+        g->ops->destroy(g);
+        c->ops->destroy(c);
+    }
+}
+END_TEST
+
+START_TEST(test_patches_and_copies)
+{
+    const int seqs = 2, frames = 2, gh = 3, gw = 2, p = 4;
+    const size_t n = (size_t)seqs * frames * gh * gw * 3 * p * p;
+    bsq_backend *g = gpu(0), *c = cpu();
+    float *pix = random_floats(n, 61, -1.5f, 1.5f), *tok = fmalloc(n), *back = fmalloc(n);
+    float *dpix = dev_from(g, pix, n), *dtok = g->ops->alloc(g, n), *dback = g->ops->alloc(g, n);
+    g->ops->patchify(g, dpix, dtok, seqs, frames, gh, gw, p);
+    c->ops->patchify(c, pix, tok, seqs, frames, gh, gw, p);
+    float *got = dev_take(g, dtok, n);
+    ck_assert_msg(memcmp(got, tok, n * sizeof(float)) == 0, "patchify differs");
+    free(got);
+    for (int clamp = 0; clamp < 2; clamp++) {
+        g->ops->unpatchify(g, dtok, dback, seqs, frames, gh, gw, p, clamp);
+        c->ops->unpatchify(c, tok, back, seqs, frames, gh, gw, p, clamp);
+        got = dev_take(g, dback, n);
+        ck_assert_msg(memcmp(got, back, n * sizeof(float)) == 0, "unpatchify (clamp %d) differs",
+                      clamp);
+        free(got);
+    }
+    /* copy2d: 7 rows of 5 from a stride of 9 into a stride of 6 */
+    float *src = random_floats(7 * 9, 62, -1, 1), dst[7 * 6], ref[7 * 6];
+    for (int i = 0; i < 42; i++)
+        dst[i] = ref[i] = (float)i;
+    float *dsrc = dev_from(g, src, 63), *ddst = dev_from(g, dst, 42);
+    g->ops->copy2d(g, ddst, 6, dsrc, 9, 7, 5);
+    c->ops->copy2d(c, ref, 6, src, 9, 7, 5);
+    got = dev_take(g, ddst, 42);
+    ck_assert_msg(memcmp(got, ref, sizeof ref) == 0, "copy2d differs");
+    printf("  patchify, unpatchify (clamped or not), copy2d: identical\n");
+    free(got);
+    g->ops->free(g, dpix), g->ops->free(g, dtok), g->ops->free(g, dback);
+    g->ops->free(g, dsrc), g->ops->free(g, ddst);
+    free(pix), free(tok), free(back), free(src);
+    g->ops->destroy(g);
+    c->ops->destroy(c);
+}
+END_TEST
+
+START_TEST(test_quantize)
+{
+    static const int Ls[] = {18, 36, 64};
+    const size_t rows = 300;
+    for (int li = 0; li < 3; li++) {
+        int L = Ls[li];
+        bsq_backend *g = gpu(0), *c = cpu();
+        float *v = random_floats(rows * L, 71 + L, -1, 1);
+        v[5] = 0.0f; /* exactly zero is the code -1 */
+        float *dv = dev_from(g, v, rows * L), *dz = g->ops->alloc(g, rows * L);
+        uint64_t *gi = malloc(rows * 8), *ci = malloc(rows * 8);
+        float *cz = fmalloc(rows * L);
+        g->ops->quantize(g, dv, dz, gi, rows, L);
+        c->ops->quantize(c, v, cz, ci, rows, L);
+        float *gz = dev_take(g, dz, rows * L), *gc = dev_take(g, dv, rows * L);
+        ck_assert_msg(memcmp(gi, ci, rows * 8) == 0, "L=%d: indices differ", L);
+        ck_assert_msg(memcmp(gc, v, rows * L * sizeof(float)) == 0, "L=%d: codes differ", L);
+        ck_assert_msg(rel_err(gz, cz, rows * L) < 1e-6, "L=%d: z differs", L);
+        /* and back */
+        float *dcodes = g->ops->alloc(g, rows * L);
+        g->ops->dequantize(g, ci, dcodes, rows, L);
+        c->ops->dequantize(c, ci, cz, rows, L);
+        float *back = dev_take(g, dcodes, rows * L);
+        ck_assert_msg(memcmp(back, cz, rows * L * sizeof(float)) == 0, "L=%d: dequantize differs", L);
+        printf("  quantize / dequantize L=%d: indices and codes identical\n", L);
+        g->ops->free(g, dv), g->ops->free(g, dz), g->ops->free(g, dcodes);
+        free(v), free(gi), free(ci), free(cz), free(gz), free(gc), free(back);
+        g->ops->destroy(g);
+        c->ops->destroy(c);
+    }
+}
+END_TEST
+
+typedef struct {
+    int batch, nq, nk, heads, hd, block, q_offset, cache;
+} att_case;
+
+static void run_attention(int fp32, const att_case *ac)
+{
+    bsq_backend *g = gpu(fp32), *c = cpu();
+    const int D = ac->heads * ac->hd;
+    /* packed qkv rows as the graph has them, or a separate cache for k, v */
+    const size_t q_stride = ac->cache ? (size_t)D : 3 * (size_t)D;
+    const size_t kv_stride = ac->cache ? (size_t)D : 3 * (size_t)D;
+    const size_t q_n = (size_t)ac->batch * ac->nq * q_stride;
+    const size_t kv_n = ac->cache ? (size_t)ac->batch * ac->nk * kv_stride : 0;
+    float *q = random_floats(q_n, 81 + ac->nq, -2, 2);
+    float *kv = ac->cache ? random_floats(2 * kv_n, 82, -2, 2) : NULL;
+    const size_t out_n = (size_t)ac->batch * ac->nq * D;
+    float *dq = dev_from(g, q, q_n), *dkv = kv ? dev_from(g, kv, 2 * kv_n) : NULL;
+    float *dout = g->ops->alloc(g, out_n), *ref = fmalloc(out_n);
+    bsq_attention_args a = {
+        .q_stride = q_stride, .kv_stride = kv_stride, .out_stride = (size_t)D,
+        .q_seq = (size_t)ac->nq, .kv_seq = ac->cache ? (size_t)ac->nk : (size_t)ac->nq,
+        .out_seq = (size_t)ac->nq, .batch = ac->batch, .nq = ac->nq, .nk = ac->nk,
+        .heads = ac->heads, .head_dim = ac->hd, .block = ac->block, .q_offset = ac->q_offset,
+        .scale = 1.0f / sqrtf((float)ac->hd),
+    };
+    bsq_attention_args ga = a, ca = a;
+    ga.q = dq, ga.out = dout;
+    ga.k = ac->cache ? dkv : dq + D;
+    ga.v = ac->cache ? dkv + kv_n : dq + 2 * D;
+    ca.q = q, ca.out = ref;
+    ca.k = ac->cache ? kv : q + D;
+    ca.v = ac->cache ? kv + kv_n : q + 2 * D;
+    g->ops->attention(g, &ga);
+    c->ops->attention(c, &ca);
+    float *got = dev_take(g, dout, out_n);
+    char what[96];
+    snprintf(what, sizeof what, "attention b%d q%d k%d h%d hd%d%s%s", ac->batch, ac->nq, ac->nk,
+             ac->heads, ac->hd, ac->block ? " block-causal" : "", ac->cache ? " kv-cache" : "");
+    expect(what, fp32, rel_err(got, ref, out_n), TOL_F32, TOL_BF16);
+    g->ops->free(g, dq), g->ops->free(g, dout);
+    if (dkv)
+        g->ops->free(g, dkv);
+    free(q), free(kv), free(ref), free(got);
+    g->ops->destroy(g);
+    c->ops->destroy(c);
+}
+
+START_TEST(test_attention)
+{
+    static const att_case cases[] = {
+        {2, 70, 70, 2, 16, 0, 0, 0},    /* full, a partial query tile */
+        {1, 64, 64, 2, 16, 16, 0, 0},   /* block-causal, 4 frames of 16 */
+        {1, 130, 130, 1, 40, 0, 0, 0},  /* head size padded to 64, three query tiles */
+        {2, 96, 96, 2, 64, 24, 0, 0},   /* block-causal, frames not tile-aligned */
+        {1, 33, 33, 1, 128, 0, 0, 0},
+        {2, 16, 48, 2, 32, 16, 32, 1},  /* streaming: frame 2 against a cache of 3 */
+        {1, 20, 80, 1, 16, 20, 60, 1},  /* streaming: the 4th frame of 20 tokens */
+    };
+    for (int fp32 = 1; fp32 >= 0; fp32--)
+        for (size_t i = 0; i < sizeof cases / sizeof *cases; i++)
+            run_attention(fp32, &cases[i]);
+}
+END_TEST
+
+/* ---- whole models on the parity fixtures ---- */
+
+static void parity_case(const char *name, const char *io_name, int fp32)
+{
+    bsq_error err;
+    char *wpath = tu_path(tu_data_dir(), name), *iopath = tu_path(tu_data_dir(), io_name);
+    bsq_model *model;
+    ck_assert_msg(bsq_model_open(wpath, NULL, &model, &err) == BSQ_OK, "%s", err.message);
+    bsq_context *ctx;
+    ck_assert_msg(bsq_context_create_on(model, gpu(fp32), &ctx, &err) == BSQ_OK, "%s", err.message);
+    ck_assert_int_eq(bsq_context_precision(ctx), fp32 ? BSQ_PRECISION_FP32 : BSQ_PRECISION_BF16);
+    const bsq_config *c = bsq_model_config(model);
+    bsq_tensorset io;
+    bsq_tensorset_init(&io);
+    ck_assert_msg(bsq_safetensors_read(iopath, &io, &err) == BSQ_OK, "%s", err.message);
+    const bsq_tensor *in = bsq_tensorset_find(&io, "input");
+    int B = (int)in->shape[0], T = in->ndim == 5 ? (int)in->shape[2] : 1;
+    int H = (int)in->shape[in->ndim - 2], W = (int)in->shape[in->ndim - 1], L = c->L;
+    size_t N = (size_t)B * T * (H / c->patch_size) * (W / c->patch_size);
+    int64_t n_in;
+    float *input = tu_f32(&io, "input", &n_in), *z_ref = tu_f32(&io, "z", NULL);
+    float *recon_ref = tu_f32(&io, "recon", NULL);
+    const uint8_t *bits = bsq_tensorset_find(&io, "bits")->data;
+
+    float *z = fmalloc(N * L), *recon = fmalloc((size_t)n_in);
+    bsq_tokens *tok;
+    ck_assert_msg(bsq_encode_latents(ctx, input, B, T, H, W, &tok, z, &err) == BSQ_OK, "%s",
+                  err.message);
+    double ez = tu_max_abs_diff(z, z_ref, N * L);
+    size_t flips = 0, unexplained = 0;
+    const uint64_t *idx = bsq_tokens_indices(tok);
+    for (size_t i = 0; i < N; i++)
+        for (int d = 0; d < L; d++)
+            if (((idx[i] >> (L - 1 - d)) & 1) != bits[i * L + d]) {
+                flips++;
+                unexplained += fabsf(z_ref[i * L + d]) > ez;
+            }
+    /* the decoder from the fixture's tokens */
+    uint64_t *ref_idx = bsq_tokens_indices_mut(tok);
+    for (size_t i = 0; i < N; i++) {
+        uint64_t v = 0;
+        for (int d = 0; d < L; d++)
+            v = v << 1 | bits[i * L + d];
+        ref_idx[i] = v;
+    }
+    ck_assert_msg(bsq_decode(ctx, tok, recon, &err) == BSQ_OK, "%s", err.message);
+    double er = tu_max_abs_diff(recon, recon_ref, (size_t)n_in);
+    printf("  %-46s %s max|err| z %.2e recon %.2e; bit flips %zu (%zu beyond the z error)\n",
+           io_name, fp32 ? "fp32" : "bf16", ez, er, flips, unexplained);
+    if (fp32) {
+        ck_assert_msg(ez <= 1e-4 && er <= 1e-4, "%s: fp32 error above 1e-4", io_name);
+        ck_assert_msg(flips == 0, "%s: fp32 bits differ", io_name);
+    } else {
+        ck_assert_msg(ez <= 0.05 && er <= 0.1, "%s: bf16 error beyond reason", io_name);
+        ck_assert_msg(unexplained == 0, "%s: a bit flipped where |z| exceeds the z error", io_name);
+    }
+    bsq_tokens_free(tok);
+    bsq_context_destroy(ctx);
+    bsq_model_close(model);
+    bsq_tensorset_free(&io);
+    free(input), free(z_ref), free(recon_ref), free(z), free(recon), free(wpath), free(iopath);
+}
+
+START_TEST(test_parity)
+{
+    static const char *const cases[][2] = {
+        {"bsqvit-parity/img32_w64_l2_L18g9.weights.safetensors",
+         "bsqvit-parity/img32_w64_l2_L18g9.io.safetensors"},
+        {"bsqvit-parity/img32x48_w64_l2_L36g4.weights.safetensors",
+         "bsqvit-parity/img32x48_w64_l2_L36g4.io.safetensors"},
+        {"bsqvit-parity/vid4x32_w64_l2_L18g9_blockcausal.weights.safetensors",
+         "bsqvit-parity/vid4x32_w64_l2_L18g9_blockcausal.t4.io.safetensors"},
+        {"bsqvit-parity/vid4x32_w64_l2_L18g9_blockcausal.weights.safetensors",
+         "bsqvit-parity/vid4x32_w64_l2_L18g9_blockcausal.t2.io.safetensors"},
+    };
+    for (int fp32 = 1; fp32 >= 0; fp32--)
+        for (size_t i = 0; i < sizeof cases / sizeof *cases; i++)
+            parity_case(cases[i][0], cases[i][1], fp32);
+}
+END_TEST
+
+/* Streaming through the key/value cache gives what whole blocks give. */
+START_TEST(test_stream)
+{
+    bsq_error err;
+    char *wpath = tu_path(tu_data_dir(),
+                          "bsqvit-parity/vid4x32_w64_l2_L18g9_blockcausal.weights.safetensors");
+    bsq_model *model;
+    ck_assert_msg(bsq_model_open(wpath, NULL, &model, &err) == BSQ_OK, "%s", err.message);
+    bsq_context *ctx;
+    ck_assert_msg(bsq_context_create_on(model, gpu(1), &ctx, &err) == BSQ_OK, "%s", err.message);
+    const int T = 4, H = 32, W = 32;
+    const size_t plane = (size_t)H * W;
+    float *clip = random_floats(3 * T * plane, 91, -1, 1), *frame = fmalloc(3 * plane);
+    bsq_tokens *whole;
+    ck_assert_msg(bsq_encode(ctx, clip, 1, T, H, W, &whole, &err) == BSQ_OK, "%s", err.message);
+    bsq_stream *s;
+    ck_assert_msg(bsq_stream_create(ctx, BSQ_STREAM_ENCODE, H, W, &s, &err) == BSQ_OK, "%s",
+                  err.message);
+    const size_t P = bsq_tokens_layout(whole)->count / T;
+    size_t differ = 0;
+    for (int t = 0; t < T; t++) {
+        for (int ch = 0; ch < 3; ch++)
+            memcpy(frame + ch * plane, clip + ((size_t)ch * T + t) * plane, plane * sizeof(float));
+        bsq_tokens *ft;
+        ck_assert_msg(bsq_stream_encode(s, frame, &ft, &err) == BSQ_OK, "%s", err.message);
+        for (size_t i = 0; i < P; i++)
+            differ += bsq_tokens_indices(ft)[i] != bsq_tokens_indices(whole)[t * P + i];
+        bsq_tokens_free(ft);
+    }
+    printf("  streaming 4 frames through the cache: %zu of %zu tokens differ from the block\n",
+           differ, P * T);
+    ck_assert_uint_eq(differ, 0);
+    bsq_stream_destroy(s);
+    bsq_tokens_free(whole);
+    bsq_context_destroy(ctx);
+    bsq_model_close(model);
+    free(clip), free(frame), free(wpath);
+}
+END_TEST
+
+int main(void)
+{
+    setvbuf(stdout, NULL, _IOLBF, 0); /* lines survive a failing (forked) test */
+    bsq_backend *probe = NULL;
+    bsq_error err;
+    if (GPU_CREATE(0, 1, &probe, &err) != BSQ_OK) {
+        printf("SKIP: no CUDA device to test (%s)\n", err.message);
+        return 77;
+    }
+    probe->ops->destroy(probe);
+    Suite *s = suite_create("cuda");
+    TCase *tc = tcase_create("ops");
+    tcase_set_timeout(tc, 600);
+    tcase_add_test(tc, test_linear);
+    tcase_add_test(tc, test_layernorm);
+    tcase_add_test(tc, test_elementwise);
+    tcase_add_test(tc, test_add_pos);
+    tcase_add_test(tc, test_patches_and_copies);
+    tcase_add_test(tc, test_quantize);
+    tcase_add_test(tc, test_attention);
+    suite_add_tcase(s, tc);
+    TCase *tm = tcase_create("models");
+    tcase_set_timeout(tm, 600);
+    tcase_add_test(tm, test_parity);
+    tcase_add_test(tm, test_stream);
+    suite_add_tcase(s, tm);
+    SRunner *sr = srunner_create(s);
+    srunner_run_all(sr, CK_NORMAL);
+    int failed = srunner_ntests_failed(sr);
+    srunner_free(sr);
+    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+}

@@ -1,0 +1,2 @@
+/* kernels/elementwise.cu built for the CPU through the SIMT emulator (kernels/emu/). */
+#include "elementwise.cu"
