@@ -39,6 +39,12 @@ fi
 # A plugin built with -fsanitize=address cannot be loaded into an ffmpeg
 # built without: preload the sanitizer runtimes the plugin and libbsq use.
 preload=$(ldd "$plugdir/bsq.so" 2>/dev/null | awk '/lib(asan|ubsan)\.so/ { print $3 }' | tr '\n' ' ')
+# cuBLAS carries its own C++ runtime, whose exception pool is allocated when
+# the library loads; frei0r unloads the plugin (and cuBLAS with it) at the
+# end, and LeakSanitizer would report that pool: keep cuBLAS loaded.
+if [ -n "$preload" ]; then
+    preload="$preload$(ldd "$plugdir/bsq.so" 2>/dev/null | awk '/libcublas(Lt)?\.so/ { print $3 }' | tr '\n' ' ')"
+fi
 
 tmp=$(mktemp -d "${TMPDIR:-/tmp}/bsq-frei0r.XXXXXX")
 trap 'rm -rf "$tmp"' EXIT
