@@ -16,6 +16,7 @@
 
 #include "backend.h"
 #include "bsq.h"
+#include "codec/gop.h"
 #include "context.h"
 #include "safetensors.h"
 #include "testutil.h"
@@ -479,6 +480,61 @@ START_TEST(test_stream)
 }
 END_TEST
 
+/* Tokens made on the GPU (bf16) go through the prior and the range coder
+ * and come back identical on the CPU, which decodes them to the pixels the
+ * GPU's fp32 mode gives: what a file made on a GPU needs. */
+START_TEST(test_codec_roundtrip)
+{
+    bsq_error err;
+    char *wpath = tu_path(tu_data_dir(),
+                          "bsqvit-parity/vid4x32_w64_l2_L18g9_blockcausal.weights.safetensors");
+    bsq_model *model;
+    ck_assert_msg(bsq_model_open(wpath, NULL, &model, &err) == BSQ_OK, "%s", err.message);
+    bsq_context *g16, *g32, *cpu;
+    bsq_context_options co = {.threads = 1, .device = "cpu"};
+    ck_assert_msg(bsq_context_create_on(model, gpu(0), &g16, &err) == BSQ_OK, "%s", err.message);
+    ck_assert_msg(bsq_context_create_on(model, gpu(1), &g32, &err) == BSQ_OK, "%s", err.message);
+    ck_assert_msg(bsq_context_create(model, &co, &cpu, &err) == BSQ_OK, "%s", err.message);
+    const int T = 4, H = 32, W = 32;
+    const size_t npix = (size_t)3 * T * H * W;
+    float *clip = random_floats(npix, 101, -1, 1);
+    bsq_tokens *tok;
+    ck_assert_msg(bsq_encode(g16, clip, 1, T, H, W, &tok, &err) == BSQ_OK, "%s", err.message);
+    const bsq_token_layout *lay = bsq_tokens_layout(tok);
+    const size_t per = lay->count / T;
+    bsq_frame_geom geom = {.L = lay->L, .tiles_y = lay->tiles_y, .tiles_x = lay->tiles_x,
+                           .grid_h = lay->grid_h, .grid_w = lay->grid_w};
+    bsq_prior *enc, *dec;
+    ck_assert_int_eq(bsq_prior_context_create(&geom, &enc, &err), BSQ_OK);
+    ck_assert_int_eq(bsq_prior_context_create(&geom, &dec, &err), BSQ_OK);
+    uint8_t *payload;
+    size_t size;
+    ck_assert_msg(bsq_gop_encode(enc, bsq_tokens_indices(tok), T, per, &payload, &size, &err) ==
+                      BSQ_OK, "%s", err.message);
+    bsq_tokens *back;
+    ck_assert_int_eq(bsq_tokens_create(lay, &back, &err), BSQ_OK);
+    ck_assert_msg(bsq_gop_decode(dec, payload, size, T, per, bsq_tokens_indices_mut(back), &err) ==
+                      BSQ_OK, "%s", err.message);
+    ck_assert(memcmp(bsq_tokens_indices(back), bsq_tokens_indices(tok), lay->count * 8) == 0);
+    float *a = fmalloc(npix), *b = fmalloc(npix);
+    ck_assert_msg(bsq_decode(cpu, back, a, &err) == BSQ_OK, "%s", err.message);
+    ck_assert_msg(bsq_decode(g32, back, b, &err) == BSQ_OK, "%s", err.message);
+    double e = tu_max_abs_diff(a, b, npix);
+    printf("  GPU bf16 tokens -> %zu-byte payload -> CPU: identical tokens; CPU vs GPU fp32 "
+           "decode max|diff| %.2e\n", size, e);
+    ck_assert(e <= 1e-4);
+    free(payload), free(clip), free(a), free(b), free(wpath);
+    enc->ops->destroy(enc);
+    dec->ops->destroy(dec);
+    bsq_tokens_free(tok);
+    bsq_tokens_free(back);
+    bsq_context_destroy(g16);
+    bsq_context_destroy(g32);
+    bsq_context_destroy(cpu);
+    bsq_model_close(model);
+}
+END_TEST
+
 int main(void)
 {
     setvbuf(stdout, NULL, _IOLBF, 0); /* lines survive a failing (forked) test */
@@ -504,6 +560,7 @@ int main(void)
     tcase_set_timeout(tm, 600);
     tcase_add_test(tm, test_parity);
     tcase_add_test(tm, test_stream);
+    tcase_add_test(tm, test_codec_roundtrip);
     suite_add_tcase(s, tm);
     SRunner *sr = srunner_create(s);
     srunner_run_all(sr, CK_NORMAL);
