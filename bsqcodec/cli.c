@@ -226,3 +226,16 @@ void cli_progress_end(cli_progress *p)
     if (p->enabled)
         fputc('\n', stderr);
 }
+
+int cli_parse_precision(const char *s, bsq_precision *out)
+{
+    if (!strcmp(s, "auto"))
+        *out = BSQ_PRECISION_AUTO;
+    else if (!strcmp(s, "fp32"))
+        *out = BSQ_PRECISION_FP32;
+    else if (!strcmp(s, "bf16"))
+        *out = BSQ_PRECISION_BF16;
+    else
+        return 0;
+    return 1;
+}

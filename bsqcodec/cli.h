@@ -41,6 +41,11 @@ void cli_cleanup_on_signal(const char *path);
 /* Parses a non-negative integer option; 0 on failure. */
 int cli_parse_count(const char *s, long long max, long long *out);
 
+/* --precision: a long option's value in the commands that open a context */
+#define CLI_OPT_PRECISION 0x150
+/* "fp32" or "bf16" (or "auto"); 0 for anything else */
+int cli_parse_precision(const char *s, bsq_precision *out);
+
 /* A one-line progress display on a terminal; silent otherwise. */
 typedef struct cli_progress {
     int enabled;

@@ -31,6 +31,8 @@ static void usage(FILE *f)
             "      --crf Q           x264 quality for .mp4/.mkv/.mov (default 18, 0 lossless)\n"
             "  -t, --threads N       CPU threads (default: all)\n"
             "  -d, --device DEV      auto, cpu, cuda, cuda:N (default: auto)\n"
+            "      --precision P     fp32 or bf16 on a GPU (default: bf16); the CPU\n"
+            "                        is always fp32\n"
             "  -q, --quiet           no progress line\n"
             "  -h, --help            show this help\n");
 }
@@ -48,10 +50,12 @@ int cmd_decode(int argc, char **argv)
         {"start", required_argument, NULL, 'S'},  {"frames", required_argument, NULL, 'F'},
         {"skip-damaged", no_argument, NULL, 'k'}, {"crf", required_argument, NULL, 'c'},
         {"threads", required_argument, NULL, 't'}, {"device", required_argument, NULL, 'd'},
+        {"precision", required_argument, NULL, CLI_OPT_PRECISION},
         {"quiet", no_argument, NULL, 'q'},        {"help", no_argument, NULL, 'h'},
         {"prior-model", required_argument, NULL, 'M'}, {NULL, 0, NULL, 0},
     };
     const char *output = NULL, *model_path = NULL, *device = NULL, *prior_model = NULL;
+    bsq_precision precision = BSQ_PRECISION_AUTO;
     long long start = 0, max_frames = -1, threads = 0;
     float crf = -1;
     int quiet = 0, skip = 0, c;
@@ -63,6 +67,12 @@ int cmd_decode(int argc, char **argv)
         case 'm': model_path = optarg; break;
         case 'M': prior_model = optarg; break;
         case 'd': device = optarg; break;
+        case CLI_OPT_PRECISION:
+            if (!cli_parse_precision(optarg, &precision)) {
+                cli_error("decode: --precision takes fp32 or bf16");
+                return EXIT_USAGE;
+            }
+            break;
         case 'q': quiet = 1; break;
         case 'k': skip = 1; break;
         case 'h': usage(stdout); return EXIT_OK;
@@ -146,7 +156,8 @@ int cmd_decode(int argc, char **argv)
         cli_error("decode: %s: %s", input, err.message);
         goto done;
     }
-    bsq_context_options copt = {.threads = (int)threads, .device = device};
+    bsq_context_options copt = {.threads = (int)threads, .device = device,
+                                .precision = precision};
     const int W = si->token_width, H = si->token_height;
     if (bsq_context_create(model, &copt, &ctx, &err) != BSQ_OK ||
         bsq_stream_create(ctx, BSQ_STREAM_DECODE, H, W, &stream, &err) != BSQ_OK) {

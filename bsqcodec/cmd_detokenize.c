@@ -42,6 +42,8 @@ static void usage(FILE *f)
             "  -b, --batch N         rows per engine call (default 8)\n"
             "  -t, --threads N       CPU threads (default: all)\n"
             "  -d, --device DEV      auto, cpu, cuda, cuda:N (default: auto)\n"
+            "      --precision P     fp32 or bf16 on a GPU (default: bf16); the CPU\n"
+            "                        is always fp32\n"
             "  -q, --quiet           print nothing on success\n"
             "  -h, --help            show this help\n");
 }
@@ -142,10 +144,12 @@ int cmd_detokenize(int argc, char **argv)
         {"rows", required_argument, NULL, 'r'},   {"size", required_argument, NULL, 's'},
         {"format", required_argument, NULL, 'f'}, {"batch", required_argument, NULL, 'b'},
         {"threads", required_argument, NULL, 't'}, {"device", required_argument, NULL, 'd'},
+        {"precision", required_argument, NULL, CLI_OPT_PRECISION},
         {"quiet", no_argument, NULL, 'q'},        {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
     const char *outdir = NULL, *model_path = NULL, *device = NULL;
+    bsq_precision precision = BSQ_PRECISION_AUTO;
     long long r0 = 0, r1 = -1, size = 0, batch = 8, threads = 0;
     int quiet = 0, c, want_bits = -1;
     optind = 1;
@@ -155,6 +159,12 @@ int cmd_detokenize(int argc, char **argv)
         case 'o': outdir = optarg; break;
         case 'm': model_path = optarg; break;
         case 'd': device = optarg; break;
+        case CLI_OPT_PRECISION:
+            if (!cli_parse_precision(optarg, &precision)) {
+                cli_error("detokenize: --precision takes fp32 or bf16");
+                return EXIT_USAGE;
+            }
+            break;
         case 'q': quiet = 1; break;
         case 'h': usage(stdout); return EXIT_OK;
         case 'r':
@@ -308,7 +318,8 @@ int cmd_detokenize(int argc, char **argv)
         cli_error("detokenize: cannot create the folder %s: %s", outdir, strerror(errno));
         goto done;
     }
-    bsq_context_options copt = {.threads = (int)threads, .device = device};
+    bsq_context_options copt = {.threads = (int)threads, .device = device,
+                                .precision = precision};
     if (bsq_context_create(model, &copt, &ctx, &err) != BSQ_OK) {
         cli_error("detokenize: %s", err.message);
         goto done;

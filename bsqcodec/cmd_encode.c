@@ -33,6 +33,8 @@ static void usage(FILE *f)
             "      --frames N      encode at most N frames\n"
             "  -t, --threads N     CPU threads (default: all)\n"
             "  -d, --device DEV    auto, cpu, cuda, cuda:N (default: auto)\n"
+            "      --precision P   fp32 or bf16 on a GPU (default: bf16); the CPU\n"
+            "                      is always fp32\n"
             "  -q, --quiet         no progress line\n"
             "  -h, --help          show this help\n");
 }
@@ -76,10 +78,12 @@ int cmd_encode(int argc, char **argv)
         {"gop", required_argument, NULL, 'g'},    {"start", required_argument, NULL, 'S'},
         {"frames", required_argument, NULL, 'F'}, {"threads", required_argument, NULL, 't'},
         {"device", required_argument, NULL, 'd'}, {"quiet", no_argument, NULL, 'q'},
+        {"precision", required_argument, NULL, CLI_OPT_PRECISION},
         {"prior", required_argument, NULL, 'P'}, {"prior-model", required_argument, NULL, 'M'},
         {"help", no_argument, NULL, 'h'},         {NULL, 0, NULL, 0},
     };
     const char *output = NULL, *model_path = NULL, *device = NULL;
+    bsq_precision precision = BSQ_PRECISION_AUTO;
     const char *prior_kind = "auto", *prior_model = NULL;
     long long gop = 0, start = 0, max_frames = -1, threads = 0;
     int quiet = 0, c;
@@ -90,6 +94,12 @@ int cmd_encode(int argc, char **argv)
         case 'o': output = optarg; break;
         case 'm': model_path = optarg; break;
         case 'd': device = optarg; break;
+        case CLI_OPT_PRECISION:
+            if (!cli_parse_precision(optarg, &precision)) {
+                cli_error("encode: --precision takes fp32 or bf16");
+                return EXIT_USAGE;
+            }
+            break;
         case 'q': quiet = 1; break;
         case 'P':
             if (strcmp(optarg, "auto") && strcmp(optarg, "context") && strcmp(optarg, "learned")) {
@@ -151,7 +161,8 @@ int cmd_encode(int argc, char **argv)
      * when complete; devices and FIFOs are written in place */
     int atomic = !to_stdout && cli_can_rename(output);
 
-    bsq_context_options copt = {.threads = (int)threads, .device = device};
+    bsq_context_options copt = {.threads = (int)threads, .device = device,
+                                .precision = precision};
     if (bsq_media_in_open(input, NULL, &in, &err) != BSQ_OK ||
         bsq_context_create(model, &copt, &e.ctx, &err) != BSQ_OK) {
         cli_error("encode: %s", err.message);

@@ -67,6 +67,8 @@ static void usage(FILE *f)
             "  -b, --batch N           images per engine call (default 16)\n"
             "  -t, --threads N         engine threads (default: all CPUs)\n"
             "  -d, --device DEV        auto, cpu, cuda, cuda:N (default: auto)\n"
+            "      --precision P       fp32 or bf16 on a GPU (default: bf16); the CPU\n"
+            "                          is always fp32\n"
             "  -q, --quiet             no progress line and no summary\n"
             "  -h, --help              show this help\n");
 }
@@ -704,11 +706,13 @@ int cmd_tokenize(int argc, char **argv)
         {"batch", required_argument, NULL, 'b'},
         {"threads", required_argument, NULL, 't'},
         {"device", required_argument, NULL, 'd'},
+        {"precision", required_argument, NULL, CLI_OPT_PRECISION},
         {"quiet", no_argument, NULL, 'q'},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
     const char *outdir = NULL, *list = NULL, *model_path = NULL, *device = NULL, *exts = NULL;
+    bsq_precision precision = BSQ_PRECISION_AUTO;
     long long size = 0, gbits = 0, shard_size = 1024, dthreads = 0, batch = 16, threads = 0;
     long long part_k = 0, part_n = 1;
     int bits = 0, quiet = 0, c;
@@ -721,6 +725,12 @@ int cmd_tokenize(int argc, char **argv)
         case 'l': list = optarg; break;
         case 'm': model_path = optarg; break;
         case 'd': device = optarg; break;
+        case CLI_OPT_PRECISION:
+            if (!cli_parse_precision(optarg, &precision)) {
+                cli_error("tokenize: --precision takes fp32 or bf16");
+                return EXIT_USAGE;
+            }
+            break;
         case 'E': exts = optarg; break;
         case 'q': quiet = 1; break;
         case 'h': usage(stdout); return EXIT_OK;
@@ -934,7 +944,8 @@ int cmd_tokenize(int argc, char **argv)
         cli_error("tokenize: out of memory (lower --batch or --decode-threads)");
         goto done;
     }
-    bsq_context_options copt = {.threads = (int)threads, .device = device};
+    bsq_context_options copt = {.threads = (int)threads, .device = device,
+                                .precision = precision};
     if (todo && bsq_context_create(model, &copt, &E.ctx, &err) != BSQ_OK) {
         cli_error("tokenize: %s", err.message);
         goto done;

@@ -88,6 +88,13 @@ else
     "$bin" encode "$tmp/clip.mkv" -o "$tmp/x.bsq" -q 2>/dev/null; ok "no model: an error saying how to give one" 1 $?
 fi
 "$bin" encode "$tmp/clip.mkv" -o "$tmp/x.bsq" -m "$vid" --gop 0 2>/dev/null; ok "--gop 0 is a usage error" 2 $?
+"$bin" encode "$tmp/clip.mkv" -o "$tmp/x.bsq" -m "$vid" --precision fp64 2>/dev/null; ok "--precision fp64 is a usage error" 2 $?
+"$bin" encode "$tmp/clip.mkv" -o "$tmp/x.bsq" -m "$vid" -d cpu --precision bf16 2> "$tmp/err"
+ok "bf16 on the CPU is refused" 1 $?
+grep -q "fp32 only" "$tmp/err"; ok "saying the CPU computes in fp32" 0 $?
+[ ! -e "$tmp/x.bsq" ]; ok "and leaving no output" 0 $?
+"$bin" encode "$tmp/clip.mkv" -o "$tmp/p.bsq" -m "$vid" -d cpu --precision fp32 -q --gop 4; ok "--precision fp32 on the CPU" 0 $?
+cmp -s "$tmp/p.bsq" "$tmp/a.bsq"; ok "changes nothing (the CPU is fp32)" 0 $?
 "$bin" encode "$tmp/clip.mkv" -o "$tmp/v9.bsq" -m "$vid" -q --gop 9; ok "a GOP longer than the model's block" 0 $?
 "$bin" decode "$tmp/v9.bsq" -o "$tmp/v9.y4m" -m "$vid" -q; ok "decodes" 0 $?
 # an image model: the GOP changes only the coding, never the pictures
