@@ -240,7 +240,10 @@ template <int HDP> __global__ void __launch_bounds__(128) k_attention_tc(bsq_att
     }
 }
 
-int padded_head(int hd) { return hd <= 32 ? 32 : hd <= 64 ? 64 : hd <= 128 ? 128 : hd <= 256 ? 256 : 0; }
+int padded_head(int hd)
+{
+    return hd <= 32 ? 32 : hd <= 64 ? 64 : hd <= 128 ? 128 : hd <= 256 ? 256 : 0;
+}
 
 /* Calls fn(args_for_part, batch_part) for batches of at most 65535. */
 template <class F> void by_batch(const bsq_attention_args *a, F fn)
@@ -275,24 +278,23 @@ size_t attention_bf16_smem(int head_dim)
     return hdp ? tc_layout_for(hdp).total : 0;
 }
 
+template <int HDP> cudaError_t allow_smem(int max_smem)
+{
+    size_t need = tc_layout_for(HDP).total;
+    if (need > (size_t)max_smem)
+        return cudaSuccess; /* this head size falls back to the fp32 kernel */
+    return cudaFuncSetAttribute(k_attention_tc<HDP>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                (int)need);
+}
+
 cudaError_t attention_bf16_prepare(int max_smem)
 {
-    static const int sizes[] = {32, 64, 128, 256};
-    for (int hdp : sizes) {
-        size_t need = tc_layout_for(hdp).total;
-        if (need > (size_t)max_smem)
-            continue;
-        cudaError_t e = cudaSuccess;
-        switch (hdp) {
-        case 32: e = cudaFuncSetAttribute(k_attention_tc<32>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)need); break;
-        case 64: e = cudaFuncSetAttribute(k_attention_tc<64>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)need); break;
-        case 128: e = cudaFuncSetAttribute(k_attention_tc<128>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)need); break;
-        case 256: e = cudaFuncSetAttribute(k_attention_tc<256>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)need); break;
-        }
-        if (e != cudaSuccess)
-            return e;
-    }
-    return cudaSuccess;
+    cudaError_t e;
+    if ((e = allow_smem<32>(max_smem)) != cudaSuccess ||
+        (e = allow_smem<64>(max_smem)) != cudaSuccess ||
+        (e = allow_smem<128>(max_smem)) != cudaSuccess)
+        return e;
+    return allow_smem<256>(max_smem);
 }
 
 void attention_bf16(cudaStream_t s, const bsq_attention_args *a)

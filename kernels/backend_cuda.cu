@@ -170,24 +170,21 @@ bsq_status op_sync(bsq_backend *be, bsq_error *err)
 
 /* ---- products ---- */
 
-/* y[rows][n] = x[rows][k] w[n][k]^T: in cuBLAS's column-major terms
- * y^T (n x rows) = w (stored as the k x n matrix w^T, transposed) * x^T. */
-void op_linear(bsq_backend *be, const float *x, const float *w, const float *bias, float *y,
-               size_t rows, int k, int n)
+/* y[rows][n] = x[rows][k] w[n][k]^T + beta y: in cuBLAS's column-major
+ * terms y^T (n x rows) = w (stored as the k x n matrix w^T, transposed) x^T.
+ * Returns 0 when the product could not be queued (the error is recorded). */
+int gemm(cuda_be *c, const float *x, const float *w, float *y, size_t rows, int k, int n,
+         float beta)
 {
-    cuda_be *c = of(be);
-    use(c);
-    if (!rows || !n)
-        return;
     if (rows > 0x7fffffff) {
         record(c, "linear", "more than 2^31 rows in one product");
-        return;
+        return 0;
     }
-    const float one = 1.0f, zero = 0.0f;
+    const float one = 1.0f;
     cublasStatus_t s;
     if (c->fp32) {
         s = cublasGemmEx(c->blas, CUBLAS_OP_T, CUBLAS_OP_N, n, (int)rows, k, &one, w, CUDA_R_32F, k,
-                         x, CUDA_R_32F, k, &zero, y, CUDA_R_32F, n, CUBLAS_COMPUTE_32F_PEDANTIC,
+                         x, CUDA_R_32F, k, &beta, y, CUDA_R_32F, n, CUBLAS_COMPUTE_32F_PEDANTIC,
                          CUBLAS_GEMM_DEFAULT);
     } else {
         const bsq_bf16 *wb;
@@ -196,24 +193,56 @@ void op_linear(bsq_backend *be, const float *x, const float *w, const float *bia
         } else {
             bsq_bf16 *t = scratch(c, &c->m_bf16, &c->m_len, (size_t)n * k, "linear");
             if (!t)
-                return;
+                return 0;
             bsqk::to_bf16(c->stream, w, t, (size_t)n * k);
             wb = t;
         }
         bsq_bf16 *xb = scratch(c, &c->x_bf16, &c->x_len, rows * (size_t)k, "linear");
         if (!xb)
-            return;
+            return 0;
         bsqk::to_bf16(c->stream, x, xb, rows * (size_t)k);
         check_launch(c, "linear (bf16 conversion)");
         s = cublasGemmEx(c->blas, CUBLAS_OP_T, CUBLAS_OP_N, n, (int)rows, k, &one, wb, CUDA_R_16BF,
-                         k, xb, CUDA_R_16BF, k, &zero, y, CUDA_R_32F, n, CUBLAS_COMPUTE_32F,
+                         k, xb, CUDA_R_16BF, k, &beta, y, CUDA_R_32F, n, CUBLAS_COMPUTE_32F,
                          CUBLAS_GEMM_DEFAULT);
     }
     check_blas(c, s, "linear (cuBLAS)");
-    if (bias) {
-        bsqk::add_bias(c->stream, y, bias, rows, n);
-        check_launch(c, "linear (bias)");
-    }
+    return s == CUBLAS_STATUS_SUCCESS;
+}
+
+void op_linear(bsq_backend *be, const float *x, const float *w, const float *bias, float *y,
+               size_t rows, int k, int n)
+{
+    cuda_be *c = of(be);
+    use(c);
+    if (!rows || !n || !gemm(c, x, w, y, rows, k, n, 0.0f) || !bias)
+        return;
+    bsqk::add_bias(c->stream, y, bias, rows, n);
+    check_launch(c, "linear (bias)");
+}
+
+/* the MLP's first product: bias and GELU in one pass over the output */
+void op_linear_gelu(bsq_backend *be, const float *x, const float *w, const float *bias, float *y,
+                    size_t rows, int k, int n)
+{
+    cuda_be *c = of(be);
+    use(c);
+    if (!rows || !n || !gemm(c, x, w, y, rows, k, n, 0.0f))
+        return;
+    bsqk::bias_gelu(c->stream, y, bias, rows, n);
+    check_launch(c, "linear (bias + GELU)");
+}
+
+/* a block's output products: cuBLAS adds into the residual stream itself */
+void op_linear_residual(bsq_backend *be, const float *x, const float *w, const float *bias,
+                        float *y, size_t rows, int k, int n)
+{
+    cuda_be *c = of(be);
+    use(c);
+    if (!rows || !n || !gemm(c, x, w, y, rows, k, n, 1.0f) || !bias)
+        return;
+    bsqk::add_bias(c->stream, y, bias, rows, n);
+    check_launch(c, "linear (residual bias)");
 }
 
 /* ---- the other ops: one kernel each ---- */
@@ -390,6 +419,8 @@ extern "C" bsq_status CREATE_FN(int device, int fp32, bsq_backend **out, bsq_err
     o.set_weights = op_set_weights;
     o.sync = op_sync;
     o.linear = op_linear;
+    o.linear_gelu = op_linear_gelu;
+    o.linear_residual = op_linear_residual;
     o.layernorm = op_layernorm;
     o.gelu = op_gelu;
     o.tanh = op_tanh;

@@ -42,6 +42,14 @@ __global__ void k_add_bias(float *y, const float *bias, size_t total, int n)
         y[i] += bias[i % (size_t)n];
 }
 
+__global__ void k_bias_gelu(float *y, const float *bias, size_t total, int n)
+{
+    for (size_t i = gtid(); i < total; i += gstride()) {
+        float v = y[i] + (bias ? bias[i % (size_t)n] : 0.0f);
+        y[i] = 0.5f * v * (1.0f + erff(v * 0.70710678118654752f));
+    }
+}
+
 /* x[s][t][j][c] += pos[j][c] + tpos[t0 + t][c] */
 __global__ void k_add_pos(float *x, const float *pos, const float *tpos, size_t total, int frames,
                           int tokens, int d, int t0)
@@ -98,6 +106,13 @@ void add_bias(cudaStream_t s, float *y, const float *bias, size_t rows, int n)
     size_t total = rows * (size_t)n;
     if (total)
         BSQ_LAUNCH(k_add_bias, grid_for(total), THREADS, 0, s, y, bias, total, n);
+}
+
+void bias_gelu(cudaStream_t s, float *y, const float *bias, size_t rows, int n)
+{
+    size_t total = rows * (size_t)n;
+    if (total)
+        BSQ_LAUNCH(k_bias_gelu, grid_for(total), THREADS, 0, s, y, bias, total, n);
 }
 
 void add_pos(cudaStream_t s, float *x, const float *pos, const float *tpos, int seqs, int frames,

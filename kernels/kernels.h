@@ -20,6 +20,7 @@ void gelu(cudaStream_t s, float *x, size_t n);
 void tanh_(cudaStream_t s, float *x, size_t n);
 void add(cudaStream_t s, float *y, const float *x, size_t n);
 void add_bias(cudaStream_t s, float *y, const float *bias, size_t rows, int n);
+void bias_gelu(cudaStream_t s, float *y, const float *bias, size_t rows, int n); /* bias may be NULL */
 void add_pos(cudaStream_t s, float *x, const float *pos, const float *tpos, int seqs, int frames,
              int tokens, int d, int t0);
 void to_bf16(cudaStream_t s, const float *x, bsq_bf16 *y, size_t n);

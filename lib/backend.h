@@ -52,6 +52,12 @@ typedef struct bsq_backend_ops {
     /* y[rows][n] = x[rows][k] * w[n][k]^T (+ bias[n] when not NULL) */
     void (*linear)(bsq_backend *be, const float *x, const float *w, const float *bias, float *y,
                    size_t rows, int k, int n);
+    /* Optional fusions (NULL: the graph calls linear, then gelu or add):
+     * y = GELU(x w^T + bias), and y += x w^T + bias (the residual add). */
+    void (*linear_gelu)(bsq_backend *be, const float *x, const float *w, const float *bias,
+                        float *y, size_t rows, int k, int n);
+    void (*linear_residual)(bsq_backend *be, const float *x, const float *w, const float *bias,
+                            float *y, size_t rows, int k, int n);
     /* y = LayerNorm(x) * w + b over the last dimension d (y may equal x) */
     void (*layernorm)(bsq_backend *be, const float *x, const float *w, const float *b, float *y,
                       size_t rows, int d, float eps);

@@ -79,6 +79,18 @@ void bsq_kv_free(bsq_context *ctx, bsq_kv *kv)
     memset(kv, 0, sizeof *kv);
 }
 
+/* x += in w^T + bias, fused where the backend can (tmp: rows x n scratch). */
+static void residual(bsq_backend *be, const float *in, const float *w, const float *bias, float *x,
+                     float *tmp, size_t rows, int k, int n)
+{
+    if (be->ops->linear_residual) {
+        be->ops->linear_residual(be, in, w, bias, x, rows, k, n);
+    } else {
+        be->ops->linear(be, in, w, bias, tmp, rows, k, n);
+        be->ops->add(be, x, tmp, rows * (size_t)n);
+    }
+}
+
 /* x [seqs][T][P][D] through one transformer stack (spec §2, §3). */
 static void run_stack(bsq_context *ctx, const bsq_stack_w *sw, const buffers *b, int seqs, int t0,
                       bsq_kv *kv)
@@ -131,14 +143,16 @@ static void run_stack(bsq_context *ctx, const bsq_stack_w *sw, const buffers *b,
             a.q_offset = 0;
         }
         op->attention(be, &a);
-        op->linear(be, b->att, bw->out_w, bw->out_b, b->h, R, D, D);
-        op->add(be, b->x, b->h, R * D);
+        residual(be, b->att, bw->out_w, bw->out_b, b->x, b->h, R, D, D);
 
         op->layernorm(be, b->x, bw->ln2_w, bw->ln2_b, b->h, R, D, eps);
-        op->linear(be, b->h, bw->fc_w, bw->fc_b, b->mlp, R, D, b->M);
-        op->gelu(be, b->mlp, R * b->M);
-        op->linear(be, b->mlp, bw->proj_w, bw->proj_b, b->h, R, b->M, D);
-        op->add(be, b->x, b->h, R * D);
+        if (op->linear_gelu) {
+            op->linear_gelu(be, b->h, bw->fc_w, bw->fc_b, b->mlp, R, D, b->M);
+        } else {
+            op->linear(be, b->h, bw->fc_w, bw->fc_b, b->mlp, R, D, b->M);
+            op->gelu(be, b->mlp, R * b->M);
+        }
+        residual(be, b->mlp, bw->proj_w, bw->proj_b, b->x, b->h, R, b->M, D);
     }
     op->layernorm(be, b->x, sw->ln_post_w, sw->ln_post_b, b->x, R, D, eps);
 }

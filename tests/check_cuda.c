@@ -147,6 +147,41 @@ START_TEST(test_linear)
 }
 END_TEST
 
+/* The fusions the graph uses when a backend has them: y = GELU(x w^T + b)
+ * and y += x w^T + b, against the CPU's linear then gelu or add. */
+START_TEST(test_fused_linear)
+{
+    const size_t rows = 45;
+    const int k = 48, n = 80;
+    for (int fp32 = 1; fp32 >= 0; fp32--)
+        for (int kind = 0; kind < 2; kind++) {
+            bsq_backend *g = gpu(fp32), *c = cpu();
+            ck_assert(kind ? g->ops->linear_residual != NULL : g->ops->linear_gelu != NULL);
+            float *x = random_floats(rows * k, 111, -1, 1);
+            float *w = random_floats((size_t)n * k, 112, -0.3f, 0.3f);
+            float *b = random_floats(n, 113, -0.5f, 0.5f), *y = random_floats(rows * n, 114, -2, 2);
+            float *dx = dev_from(g, x, rows * k), *dw = dev_from(g, w, (size_t)n * k);
+            float *db = dev_from(g, b, n), *dy = dev_from(g, y, rows * n), *t = fmalloc(rows * n);
+            if (kind) {
+                g->ops->linear_residual(g, dx, dw, db, dy, rows, k, n);
+                c->ops->linear(c, x, w, b, t, rows, k, n);
+                c->ops->add(c, y, t, rows * n);
+            } else {
+                g->ops->linear_gelu(g, dx, dw, db, dy, rows, k, n);
+                c->ops->linear(c, x, w, b, y, rows, k, n);
+                c->ops->gelu(c, y, rows * n);
+            }
+            float *got = dev_take(g, dy, rows * n);
+            expect(kind ? "linear + residual add (fused)" : "linear + GELU (fused)", fp32,
+                   rel_err(got, y, rows * n), TOL_F32, TOL_BF16);
+            g->ops->free(g, dx), g->ops->free(g, dw), g->ops->free(g, db), g->ops->free(g, dy);
+            free(x), free(w), free(b), free(y), free(t), free(got);
+            g->ops->destroy(g);
+            c->ops->destroy(c);
+        }
+}
+END_TEST
+
 START_TEST(test_layernorm)
 {
     static const int dims[] = {64, 100, 33};
@@ -549,6 +584,7 @@ int main(void)
     TCase *tc = tcase_create("ops");
     tcase_set_timeout(tc, 600);
     tcase_add_test(tc, test_linear);
+    tcase_add_test(tc, test_fused_linear);
     tcase_add_test(tc, test_layernorm);
     tcase_add_test(tc, test_elementwise);
     tcase_add_test(tc, test_add_pos);
