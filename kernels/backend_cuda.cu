@@ -119,6 +119,26 @@ void op_free(bsq_backend *be, float *p)
     cudaFree(p);
 }
 
+/* pinned: copies from and to it run at full speed and do not block */
+void *op_host_alloc(bsq_backend *be, size_t bytes)
+{
+    use(of(be));
+    void *p = NULL;
+    if (cudaMallocHost(&p, bytes) != cudaSuccess) {
+        cudaGetLastError();
+        return NULL;
+    }
+    return p;
+}
+
+void op_host_free(bsq_backend *be, void *p)
+{
+    cuda_be *c = of(be);
+    use(c);
+    cudaStreamSynchronize(c->stream); /* no copy may still be using it */
+    cudaFreeHost(p);
+}
+
 void op_upload(bsq_backend *be, float *dst, const float *src, size_t count)
 {
     cuda_be *c = of(be);
@@ -414,6 +434,8 @@ extern "C" bsq_status CREATE_FN(int device, int fp32, bsq_backend **out, bsq_err
     o.destroy = op_destroy;
     o.alloc = op_alloc;
     o.free = op_free;
+    o.host_alloc = op_host_alloc;
+    o.host_free = op_host_free;
     o.upload = op_upload;
     o.download = op_download;
     o.set_weights = op_set_weights;

@@ -43,6 +43,10 @@ typedef struct bsq_backend_ops {
     void (*free)(bsq_backend *be, float *p);
     void (*upload)(bsq_backend *be, float *dst, const float *src, size_t count);
     void (*download)(bsq_backend *be, float *dst, const float *src, size_t count);
+    /* Optional: host memory the device copies from and to fastest (pinned);
+     * NULL means malloc and free. */
+    void *(*host_alloc)(bsq_backend *be, size_t bytes);
+    void (*host_free)(bsq_backend *be, void *p);
     /* Declares the model's parameter block: immutable while the backend
      * lives, so weight matrices inside it may be kept in a faster layout. */
     void (*set_weights)(bsq_backend *be, const float *block, size_t count);

@@ -57,6 +57,14 @@ bsq_status bsq_context_create_on(const bsq_model *model, bsq_backend *be, bsq_co
     return BSQ_OK;
 }
 
+static void host_release(bsq_context *ctx, void *p)
+{
+    if (p && ctx->be && ctx->be->ops->host_free)
+        ctx->be->ops->host_free(ctx->be, p);
+    else
+        free(p);
+}
+
 void bsq_context_destroy(bsq_context *ctx)
 {
     if (!ctx)
@@ -66,19 +74,22 @@ void bsq_context_destroy(bsq_context *ctx)
             ctx->be->ops->free(ctx->be, ctx->ws);
         if (ctx->weights)
             ctx->be->ops->free(ctx->be, ctx->weights);
-        ctx->be->ops->destroy(ctx->be);
     }
     bsq_model_w_free(&ctx->w);
     for (int i = 0; i < 3; i++)
-        free(ctx->host[i]);
+        host_release(ctx, ctx->host[i]);
+    if (ctx->be)
+        ctx->be->ops->destroy(ctx->be);
     free(ctx);
 }
 
 void *bsq_context_host(bsq_context *ctx, int slot, size_t bytes)
 {
     if (bytes > ctx->host_len[slot]) {
-        free(ctx->host[slot]);
-        ctx->host[slot] = malloc(bytes ? bytes : 1);
+        host_release(ctx, ctx->host[slot]);
+        const bsq_backend_ops *op = ctx->be->ops;
+        ctx->host[slot] = op->host_alloc ? op->host_alloc(ctx->be, bytes ? bytes : 1)
+                                         : malloc(bytes ? bytes : 1);
         ctx->host_len[slot] = ctx->host[slot] ? bytes : 0;
     }
     return ctx->host[slot];
