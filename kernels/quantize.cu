@@ -1,6 +1,8 @@
 /* BSQ quantization: one thread per token row (L is small: 18..64 bits), so
- * the MSB-first index is built in a register with no cross-thread packing. */
+ * the MSB-first index is built in a register with no cross-thread packing;
+ * the row's arithmetic is the CPU backend's (lib/quantize_row.h). */
 #include "kernels.h"
+#include "quantize_row.h"
 
 namespace bsqk {
 
@@ -11,24 +13,8 @@ const int THREADS = 128;
 __global__ void k_quantize(float *v, float *z, uint64_t *idx, size_t rows, int L, float code)
 {
     size_t r = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
-    if (r >= rows)
-        return;
-    float *row = v + r * (size_t)L;
-    double ss = 0.0; /* as the CPU engine: no overflow for any float input */
-    for (int d = 0; d < L; d++)
-        ss += (double)row[d] * row[d];
-    float norm = (float)sqrt(ss);
-    float inv = 1.0f / (norm > 1e-12f ? norm : 1e-12f);
-    uint64_t index = 0;
-    for (int d = 0; d < L; d++) {
-        float u = row[d] * inv;
-        if (z)
-            z[r * (size_t)L + d] = u;
-        uint64_t bit = u > 0.0f; /* exactly zero is the code -1 */
-        index = index << 1 | bit;
-        row[d] = bit ? code : -code;
-    }
-    idx[r] = index;
+    if (r < rows)
+        idx[r] = bsq_quantize_row(v + r * (size_t)L, z ? z + r * (size_t)L : NULL, L, code);
 }
 
 __global__ void k_dequantize(const uint64_t *idx, float *codes, size_t total, int L, float code)

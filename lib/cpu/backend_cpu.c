@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include "cpu.h"
+#include "quantize_row.h"
 #include "error.h"
 
 #define SPAN 16384 /* elements per task for elementwise ops */
@@ -190,24 +191,8 @@ static void cpu_quantize(bsq_backend *be, float *v, float *z, uint64_t *idx, siz
 {
     (void)be;
     const float code = (float)(1.0 / sqrt((double)L)); /* correctly rounded, as PyTorch's */
-    for (size_t r = 0; r < rows; r++) {
-        float *row = v + r * (size_t)L;
-        double ss = 0.0; /* double: no overflow for any float input */
-        for (int d = 0; d < L; d++)
-            ss += (double)row[d] * row[d];
-        float norm = (float)sqrt(ss);
-        float inv = 1.0f / (norm > 1e-12f ? norm : 1e-12f);
-        uint64_t index = 0;
-        for (int d = 0; d < L; d++) {
-            float u = row[d] * inv;
-            if (z)
-                z[r * (size_t)L + d] = u;
-            uint64_t bit = u > 0.0f; /* exactly zero is the code -1 */
-            index = index << 1 | bit;
-            row[d] = bit ? code : -code;
-        }
-        idx[r] = index;
-    }
+    for (size_t r = 0; r < rows; r++)
+        idx[r] = bsq_quantize_row(v + r * (size_t)L, z ? z + r * (size_t)L : NULL, L, code);
 }
 
 static void cpu_dequantize(bsq_backend *be, const uint64_t *idx, float *codes, size_t rows, int L)
