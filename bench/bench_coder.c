@@ -1,15 +1,16 @@
 /* Throughput of the entropy-coding stage on one core: the binary range coder
  * alone (encode and decode, several probability regimes) and the context
- * prior coding token frames through it. Prints a Markdown table of binary
- * decisions per second (best of several runs) and coded bits per decision.
+ * prior coding token frames through it, also on the token geometry of a
+ * 640x360 frame (128x128 tiles of 16x16 tokens, 3x6 tiles) with frames per
+ * second. Prints Markdown tables of binary decisions per second (best of
+ * several runs) and coded bits per decision.
  *
  *   bench_coder [--quick] [--check] [--learned NET.safetensors]
  *
- * --quick: smaller inputs (a smoke run); --check: exit 1 if the raw coder
- * is below the 50 M decisions/s target in any case; --learned: also the
- * learned prior with that network (bsqcodec train-prior), on the token
- * geometry of a 640x360 frame with 128x128 tiles of 16x16 tokens (3x6
- * tiles), with frames per second. */
+ * --quick: smaller inputs (a smoke run); --check: exit 1 if the raw coder,
+ * or the context prior at 640x360, is below the 50 M decisions/s target
+ * (encode or decode) in any case; --learned: also the learned prior with
+ * that network (bsqcodec train-prior) at 640x360. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -20,7 +21,7 @@
 #include "codec/rangecoder.h"
 #include "synth_tokens.h"
 
-#define TARGET_MDPS 50.0 /* M decisions/s per core, coder alone */
+#define TARGET_MDPS 50.0 /* M decisions/s per core: coder alone, and with the context prior */
 
 static double now_s(void)
 {
@@ -246,23 +247,28 @@ int main(int argc, char **argv)
                frames, source_name[s], (size_t)45 * 80 * 18 * frames, r.enc_mdps, r.dec_mdps,
                r.bits_per_decision);
     }
-    if (learned) {
-        /* 640x360 with 128x128 tiles: 3 x 6 tiles of 16 x 16 tokens */
-        const bsq_frame_geom gl = {18, 3, 6, 16, 16};
-        const double per_frame = 3.0 * 6 * 16 * 16 * 18;
-        printf("\n| prior + coder, 640x360 frames (3x6 tiles of 16x16 tokens) | data | encode "
-               "fps | decode fps | encode M/s | decode M/s | coded bits/decision |\n");
-        printf("|---|---|---:|---:|---:|---:|---:|\n");
-        for (int k = 0; k < 2; k++)
-            for (int s = 0; s < N_SOURCES - 1; s++) {
-                result r = bench_prior(s, &gl, frames, reps, k ? learned : NULL);
-                printf("| %s | %s | %.1f | %.1f | %.1f | %.1f | %.4f |\n",
-                       k ? "learned" : "context", source_name[s], r.enc_mdps * 1e6 / per_frame,
-                       r.dec_mdps * 1e6 / per_frame, r.enc_mdps, r.dec_mdps,
-                       r.bits_per_decision);
-            }
-    }
+    /* 640x360 with 128x128 tiles: 3 x 6 tiles of 16 x 16 tokens */
+    const bsq_frame_geom gl = {18, 3, 6, 16, 16};
+    const double per_frame = 3.0 * 6 * 16 * 16 * 18;
+    double worst_prior = 1e30;
+    printf("\n| prior + coder, 640x360 frames (3x6 tiles of 16x16 tokens) | data | encode "
+           "fps | decode fps | encode M/s | decode M/s | coded bits/decision |\n");
+    printf("|---|---|---:|---:|---:|---:|---:|\n");
+    for (int k = 0; k < (learned ? 2 : 1); k++)
+        for (int s = 0; s < N_SOURCES - 1; s++) {
+            result r = bench_prior(s, &gl, frames, reps, k ? learned : NULL);
+            printf("| %s | %s | %.1f | %.1f | %.1f | %.1f | %.4f |\n", k ? "learned" : "context",
+                   source_name[s], r.enc_mdps * 1e6 / per_frame, r.dec_mdps * 1e6 / per_frame,
+                   r.enc_mdps, r.dec_mdps, r.bits_per_decision);
+            if (!k && r.enc_mdps < worst_prior)
+                worst_prior = r.enc_mdps;
+            if (!k && r.dec_mdps < worst_prior)
+                worst_prior = r.dec_mdps;
+        }
     printf("\nRange coder, slowest case: %.1f M decisions/s (target %.0f): %s\n", worst,
            TARGET_MDPS, worst >= TARGET_MDPS ? "met" : "NOT met");
-    return check && worst < TARGET_MDPS ? 1 : 0;
+    printf("Context prior + coder at 640x360, slowest case: %.1f M decisions/s (target %.0f): "
+           "%s\n",
+           worst_prior, TARGET_MDPS, worst_prior >= TARGET_MDPS ? "met" : "NOT met");
+    return check && (worst < TARGET_MDPS || worst_prior < TARGET_MDPS) ? 1 : 0;
 }

@@ -3,6 +3,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#if defined(__SSE2__)
+#include <emmintrin.h>
+#endif
 
 #include "error.h"
 #include "safetensors.h"
@@ -90,7 +93,7 @@ bsq_status bsq_prior_net_from_tensors(const bsq_tensorset *ts, bsq_prior_net **o
     const size_t L = (size_t)net->L, H = (size_t)net->H, nin = (size_t)net->nin;
     int16_t *w1buf = NULL;
     if (st == BSQ_OK) {
-        size_t bytes = nin * H * 2 + H * 4 + L * H * 2 + L * L * 2 +
+        size_t bytes = nin * H * 4 + nin * H * 2 + H * 4 + L * H * 2 + L * L * 2 +
                        L * BSQ_NET_REFS * BSQ_NET_MIS * 2 + L * 4;
         net->block = calloc(1, bytes + 64);
         w1buf = malloc(nin * H * 2);
@@ -98,10 +101,11 @@ bsq_status bsq_prior_net_from_tensors(const bsq_tensorset *ts, bsq_prior_net **o
             st = bsq_fail(err, BSQ_ERR_NOMEM, "out of memory");
     }
     if (st == BSQ_OK) {
-        char *p = net->block;
-        net->w1t = (int16_t *)p, p += nin * H * 2;
+        char *p = net->block; /* the int32 arrays first: all stay aligned */
+        net->w1w = (int32_t *)p, p += nin * H * 4;
         net->b1 = (int32_t *)p, p += H * 4;
         net->c = (int32_t *)p, p += L * 4;
+        net->w1t = (int16_t *)p, p += nin * H * 2;
         net->v = (int16_t *)p, p += L * H * 2;
         net->u = (int16_t *)p, p += L * L * 2;
         net->a = (int16_t *)p;
@@ -147,7 +151,7 @@ bsq_status bsq_prior_net_from_tensors(const bsq_tensorset *ts, bsq_prior_net **o
             }
             for (size_t i = 0; i < nin; i++) /* transpose: a column per input */
                 for (size_t k = 0; k < H; k++)
-                    net->w1t[i * H + k] = w1buf[k * nin + i];
+                    net->w1w[i * H + k] = net->w1t[i * H + k] = w1buf[k * nin + i];
         }
     }
     free(w1buf);
@@ -209,6 +213,48 @@ void bsq_prior_net_hidden(const bsq_prior_net *net, const uint64_t *refs, uint32
                           uint8_t *h)
 {
     const int L = net->L, H = net->H;
+    /* Sums W1's columns of the inputs that are 1: bit d of a reference (d = 0
+     * the most significant) is input r L + d, its presence input 13 L + r.
+     * Integer sums: any order gives the same (and no partial sum overflows:
+     * the load checks the sums of absolute values). */
+#if defined(__SSE2__)
+    /* the inputs first, then 16 units at a time summed in registers */
+    int in[BSQ_NET_REFS * (BSQ_NET_MAX_L + 1)], n = 0;
+    for (int r = 0; r < BSQ_NET_REFS; r++) {
+        if (!(present >> r & 1))
+            continue;
+        in[n++] = BSQ_NET_REFS * L + r;
+        for (uint64_t b = refs[r]; b; b &= b - 1)
+            in[n++] = r * L + (L - 1 - __builtin_ctzll(b));
+    }
+    const __m128i shift = _mm_cvtsi32_si128(net->shift1);
+    int k0 = 0;
+    for (; k0 + 16 <= H; k0 += 16) {
+        __m128i a0 = _mm_loadu_si128((const __m128i *)(net->b1 + k0));
+        __m128i a1 = _mm_loadu_si128((const __m128i *)(net->b1 + k0 + 4));
+        __m128i a2 = _mm_loadu_si128((const __m128i *)(net->b1 + k0 + 8));
+        __m128i a3 = _mm_loadu_si128((const __m128i *)(net->b1 + k0 + 12));
+        for (int c = 0; c < n; c++) {
+            const __m128i *col = (const __m128i *)(net->w1w + (size_t)in[c] * H + k0);
+            a0 = _mm_add_epi32(a0, _mm_loadu_si128(col));
+            a1 = _mm_add_epi32(a1, _mm_loadu_si128(col + 1));
+            a2 = _mm_add_epi32(a2, _mm_loadu_si128(col + 2));
+            a3 = _mm_add_epi32(a3, _mm_loadu_si128(col + 3));
+        }
+        /* arithmetic shifts, then saturation to int16 and to 0..255: the
+         * clamp below */
+        const __m128i lo = _mm_packs_epi32(_mm_sra_epi32(a0, shift), _mm_sra_epi32(a1, shift));
+        const __m128i hi = _mm_packs_epi32(_mm_sra_epi32(a2, shift), _mm_sra_epi32(a3, shift));
+        _mm_storeu_si128((__m128i *)(h + k0), _mm_packus_epi16(lo, hi));
+    }
+    for (; k0 < H; k0++) {
+        int32_t acc = net->b1[k0];
+        for (int c = 0; c < n; c++)
+            acc += net->w1w[(size_t)in[c] * H + k0];
+        int32_t v = acc >> net->shift1; /* arithmetic: see context_model.c */
+        h[k0] = (uint8_t)(v < 0 ? 0 : v > 255 ? 255 : v);
+    }
+#else
     int32_t acc[BSQ_NET_MAX_H];
     memcpy(acc, net->b1, (size_t)H * sizeof *acc);
     for (int r = 0; r < BSQ_NET_REFS; r++) {
@@ -217,7 +263,6 @@ void bsq_prior_net_hidden(const bsq_prior_net *net, const uint64_t *refs, uint32
         const int16_t *col = net->w1t + (size_t)(BSQ_NET_REFS * L + r) * H;
         for (int k = 0; k < H; k++)
             acc[k] += col[k];
-        /* bit d of the token (d = 0 the most significant) is input r L + d */
         for (uint64_t b = refs[r]; b; b &= b - 1) {
             int s = __builtin_ctzll(b);
             const int16_t *cw = net->w1t + (size_t)(r * L + (L - 1 - s)) * H;
@@ -229,6 +274,7 @@ void bsq_prior_net_hidden(const bsq_prior_net *net, const uint64_t *refs, uint32
         int32_t v = acc[k] >> net->shift1; /* arithmetic: see context_model.c */
         h[k] = (uint8_t)(v < 0 ? 0 : v > 255 ? 255 : v);
     }
+#endif
 }
 
 void bsq_prior_net_base(const bsq_prior_net *net, const uint8_t *h, int32_t *base)

@@ -37,6 +37,7 @@ typedef struct bsq_prior_net {
     int L, H, nin;      /* nin = 13 L + 13 */
     int shift1, shift2;
     int16_t *w1t;       /* [nin][H]: W1 transposed, a column per input */
+    int32_t *w1w;       /* the same widened (summed 16 units at a time with SSE2) */
     int32_t *b1;        /* [H] */
     int16_t *v;         /* [L][H] */
     int16_t *u;         /* [L][L], used below the diagonal */

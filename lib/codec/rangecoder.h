@@ -90,16 +90,23 @@ static inline void bsq_rc_enc_normalize_(bsq_rc_encoder *enc)
     }
 }
 
-/* Codes one bit with P(bit = 1) = p1 / 65536. Bit 1 takes the low part. */
+/* One coded bit's arithmetic on a copy of the state (hot loops keep low and
+ * range in registers, and store them back to renormalise, below). bit is 0
+ * or 1. Written without a branch on the bit: coded bits are hard to
+ * predict. */
+static inline void bsq_rc_encode_step(uint64_t *low, uint32_t *range, int bit, uint32_t p1)
+{
+    const uint32_t bound = (*range >> BSQ_RC_PROB_BITS) * p1;
+    const uint32_t zero = (uint32_t)bit - 1u; /* all ones when bit is 0 */
+    *low += bound & zero;
+    *range = bit ? bound : *range - bound;
+}
+
+/* Codes one bit (0 or 1) with P(bit = 1) = p1 / 65536. Bit 1 takes the low
+ * part. */
 static inline void bsq_rc_encode(bsq_rc_encoder *enc, int bit, uint32_t p1)
 {
-    uint32_t bound = (enc->range >> BSQ_RC_PROB_BITS) * p1;
-    if (bit) {
-        enc->range = bound;
-    } else {
-        enc->low += bound;
-        enc->range -= bound;
-    }
+    bsq_rc_encode_step(&enc->low, &enc->range, bit, p1);
     bsq_rc_enc_normalize_(enc);
 }
 
@@ -158,19 +165,21 @@ static inline void bsq_rc_dec_normalize_(bsq_rc_decoder *dec)
     }
 }
 
+/* One decoded bit's arithmetic on a copy of the state (see
+ * bsq_rc_encode_step). */
+static inline int bsq_rc_decode_step(uint32_t *code, uint32_t *range, uint32_t p1)
+{
+    const uint32_t bound = (*range >> BSQ_RC_PROB_BITS) * p1;
+    const uint32_t bit = *code < bound, zero = bit - 1u;
+    *code -= bound & zero;
+    *range = bit ? bound : *range - bound;
+    return (int)bit;
+}
+
 /* Decodes one bit coded with the same p1. */
 static inline int bsq_rc_decode(bsq_rc_decoder *dec, uint32_t p1)
 {
-    uint32_t bound = (dec->range >> BSQ_RC_PROB_BITS) * p1;
-    int bit;
-    if (dec->code < bound) {
-        dec->range = bound;
-        bit = 1;
-    } else {
-        dec->code -= bound;
-        dec->range -= bound;
-        bit = 0;
-    }
+    int bit = bsq_rc_decode_step(&dec->code, &dec->range, p1);
     bsq_rc_dec_normalize_(dec);
     return bit;
 }
