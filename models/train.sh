@@ -13,31 +13,26 @@ bin=${1:-bsqcodec/bsqcodec}
 out=${OUT:-models}
 arch="--size 128 --patch 8 --width 256 --layers 4 --heads 4 --bits 18 --group 9"
 
-# Image model. The run's length was changed three times while it ran (planned
-# for 2200 steps, then 1600 from step 203, 2600 from step 604, and 5000 from
-# step 2600: the cosine schedule follows --steps, so the last change restarted
-# it high); --until replays those stops.
+# Image model. The run's length was changed while it ran (planned for 2200
+# steps, then 1600 from step 203, 2600 from step 604, 5000 from step 2600 and
+# 8500 from step 5000, shortened to 7500 at step 6434: the cosine schedule
+# follows --steps, so a lengthening restarts it high); --until replays those
+# stops.
 img() { "$bin" train data/train -o "$out/bsqvit-image.safetensors" $arch --batch 8 --lr 6e-4 \
     --warmup 150 --entropy-decay 800 --save-every 100 -t 2 "$@"; }
 img --steps 2200 --until 203
 img --steps 1600 --until 604 --resume
 img --steps 2600 --resume
-cp "$out/bsqvit-image.safetensors" "$out/image-2600.safetensors"
+img --steps 5000 --resume
+img --steps 8500 --resume --until 6434
+img --steps 7500 --resume
 
-# Video model: block-causal, 4-frame blocks, from the image model as it was
-# at step 2600; clips and panned stills.
-"$bin" train data/train -o "$out/bsqvit-video.safetensors" --init "$out/image-2600.safetensors" \
+# Video model: block-causal, 4-frame blocks, from the image model; clips and
+# panned stills.
+"$bin" train data/train -o "$out/bsqvit-video.safetensors" --init "$out/bsqvit-image.safetensors" \
     --frames 4 --batch 2 --lr 3e-4 --warmup 50 --steps 800 --entropy-start 0.1 --ema 0.995 \
     --save-every 100 -t 2
 
 # The learned prior for the video model, on its tokens of the training clips.
 "$bin" train-prior data/train/clips/*.mkv -m "$out/bsqvit-video.safetensors" \
     -o "$out/bsqvit-video-prior.safetensors" -t 2
-
-# The image model's second stretch.
-img --steps 5000 --resume
-# And a third (a new cosine from step 5000, planned to 8500 and shortened to
-# 7500 at step 6434).
-img --steps 8500 --resume --until 6434
-img --steps 7500 --resume
-rm -f "$out/image-2600.safetensors"
