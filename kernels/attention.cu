@@ -10,6 +10,7 @@
  * Masking (lib/backend.h): query row i sits at position q_offset + i; with
  * block-causal masking it sees keys [0, (pos / block + 1) * block), else
  * all nk. Batches beyond the grid's y/z limits are cut into launches. */
+#include "device.h"
 #include "kernels.h"
 
 namespace bsqk {
@@ -28,22 +29,6 @@ __device__ __forceinline__ int visible(const bsq_attention_args &a, int i)
     int pos = a.q_offset + i;
     int lim = (pos / a.block + 1) * a.block;
     return lim < a.nk ? lim : a.nk;
-}
-
-__device__ __forceinline__ float warp_max(float v)
-{
-    for (int m = 16; m > 0; m >>= 1) {
-        float o = __shfl_xor_sync(0xffffffffu, v, m);
-        v = o > v ? o : v;
-    }
-    return v;
-}
-
-__device__ __forceinline__ float warp_sum(float v)
-{
-    for (int m = 16; m > 0; m >>= 1)
-        v += __shfl_xor_sync(0xffffffffu, v, m);
-    return v;
 }
 
 /* grid (ceil(nq / 4), heads, batch), 4 warps */
@@ -263,7 +248,7 @@ template <class F> void by_batch(const bsq_attention_args *a, F fn)
 
 void attention_f32(cudaStream_t s, const bsq_attention_args *a)
 {
-    if (a->nq < 1 || a->heads > 65535)
+    if (a->nq < 1)
         return;
     by_batch(a, [&](const bsq_attention_args &p) {
         BSQ_LAUNCH(k_attention_f32, dim3((unsigned)((p.nq + F32_WARPS - 1) / F32_WARPS),
@@ -299,7 +284,7 @@ cudaError_t attention_bf16_prepare(int max_smem)
 
 void attention_bf16(cudaStream_t s, const bsq_attention_args *a)
 {
-    if (a->nq < 1 || a->heads > 65535)
+    if (a->nq < 1)
         return;
     const int hdp = padded_head(a->head_dim);
     const size_t smem = tc_layout_for(hdp).total;

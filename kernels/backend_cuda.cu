@@ -230,39 +230,39 @@ int gemm(cuda_be *c, const float *x, const float *w, float *y, size_t rows, int 
     return s == CUBLAS_STATUS_SUCCESS;
 }
 
+/* A product and what follows it in the graph, in as few passes as the
+ * backend can: y = x w^T + bias (beta 0) or y += x w^T + bias (beta 1, the
+ * residual add done by cuBLAS), with GELU applied with the bias when asked. */
+void linear_then(bsq_backend *be, const float *x, const float *w, const float *bias, float *y,
+                 size_t rows, int k, int n, float beta, int gelu)
+{
+    cuda_be *c = of(be);
+    use(c);
+    if (!rows || !n || !gemm(c, x, w, y, rows, k, n, beta))
+        return;
+    if (gelu)
+        bsqk::bias_gelu(c->stream, y, bias, rows, n);
+    else if (bias)
+        bsqk::add_bias(c->stream, y, bias, rows, n);
+    check_launch(c, "linear (bias, GELU)");
+}
+
 void op_linear(bsq_backend *be, const float *x, const float *w, const float *bias, float *y,
                size_t rows, int k, int n)
 {
-    cuda_be *c = of(be);
-    use(c);
-    if (!rows || !n || !gemm(c, x, w, y, rows, k, n, 0.0f) || !bias)
-        return;
-    bsqk::add_bias(c->stream, y, bias, rows, n);
-    check_launch(c, "linear (bias)");
+    linear_then(be, x, w, bias, y, rows, k, n, 0.0f, 0);
 }
 
-/* the MLP's first product: bias and GELU in one pass over the output */
 void op_linear_gelu(bsq_backend *be, const float *x, const float *w, const float *bias, float *y,
                     size_t rows, int k, int n)
 {
-    cuda_be *c = of(be);
-    use(c);
-    if (!rows || !n || !gemm(c, x, w, y, rows, k, n, 0.0f))
-        return;
-    bsqk::bias_gelu(c->stream, y, bias, rows, n);
-    check_launch(c, "linear (bias + GELU)");
+    linear_then(be, x, w, bias, y, rows, k, n, 0.0f, 1);
 }
 
-/* a block's output products: cuBLAS adds into the residual stream itself */
 void op_linear_residual(bsq_backend *be, const float *x, const float *w, const float *bias,
                         float *y, size_t rows, int k, int n)
 {
-    cuda_be *c = of(be);
-    use(c);
-    if (!rows || !n || !gemm(c, x, w, y, rows, k, n, 1.0f) || !bias)
-        return;
-    bsqk::add_bias(c->stream, y, bias, rows, n);
-    check_launch(c, "linear (residual bias)");
+    linear_then(be, x, w, bias, y, rows, k, n, 1.0f, 0);
 }
 
 /* ---- the other ops: one kernel each ---- */
@@ -313,6 +313,10 @@ void op_attention(bsq_backend *be, const bsq_attention_args *a)
 {
     cuda_be *c = of(be);
     use(c);
+    if (a->heads > 65535) {
+        record(c, "attention", "more than 65535 heads");
+        return;
+    }
     size_t smem = bsqk::attention_bf16_smem(a->head_dim);
     if (!c->fp32 && smem && smem <= (size_t)c->tc_max_smem)
         bsqk::attention_bf16(c->stream, a);

@@ -1,4 +1,5 @@
 /* Elementwise kernels: grid-stride loops over flat arrays. */
+#include "device.h"
 #include "kernels.h"
 
 namespace bsqk {
@@ -7,20 +8,13 @@ namespace {
 
 const int THREADS = 256;
 
-dim3 grid_for(size_t n)
-{
-    size_t blocks = (n + THREADS - 1) / THREADS;
-    return dim3((unsigned)(blocks < 8192 ? (blocks ? blocks : 1) : 8192));
-}
-
 __device__ __forceinline__ size_t gtid() { return (size_t)blockIdx.x * blockDim.x + threadIdx.x; }
 __device__ __forceinline__ size_t gstride() { return (size_t)gridDim.x * blockDim.x; }
 
 __global__ void k_gelu(float *x, size_t n)
 {
     for (size_t i = gtid(); i < n; i += gstride()) {
-        float v = x[i];
-        x[i] = 0.5f * v * (1.0f + erff(v * 0.70710678118654752f)); /* exact (erf) GELU */
+        x[i] = gelu_erf(x[i]);
     }
 }
 
@@ -45,8 +39,7 @@ __global__ void k_add_bias(float *y, const float *bias, size_t total, int n)
 __global__ void k_bias_gelu(float *y, const float *bias, size_t total, int n)
 {
     for (size_t i = gtid(); i < total; i += gstride()) {
-        float v = y[i] + (bias ? bias[i % (size_t)n] : 0.0f);
-        y[i] = 0.5f * v * (1.0f + erff(v * 0.70710678118654752f));
+        y[i] = gelu_erf(y[i] + (bias ? bias[i % (size_t)n] : 0.0f));
     }
 }
 
@@ -86,33 +79,33 @@ __global__ void k_copy2d(float *dst, size_t dst_stride, const float *src, size_t
 void gelu(cudaStream_t s, float *x, size_t n)
 {
     if (n)
-        BSQ_LAUNCH(k_gelu, grid_for(n), THREADS, 0, s, x, n);
+        BSQ_LAUNCH(k_gelu, grid_for(n, THREADS), THREADS, 0, s, x, n);
 }
 
 void tanh_(cudaStream_t s, float *x, size_t n)
 {
     if (n)
-        BSQ_LAUNCH(k_tanh, grid_for(n), THREADS, 0, s, x, n);
+        BSQ_LAUNCH(k_tanh, grid_for(n, THREADS), THREADS, 0, s, x, n);
 }
 
 void add(cudaStream_t s, float *y, const float *x, size_t n)
 {
     if (n)
-        BSQ_LAUNCH(k_add, grid_for(n), THREADS, 0, s, y, x, n);
+        BSQ_LAUNCH(k_add, grid_for(n, THREADS), THREADS, 0, s, y, x, n);
 }
 
 void add_bias(cudaStream_t s, float *y, const float *bias, size_t rows, int n)
 {
     size_t total = rows * (size_t)n;
     if (total)
-        BSQ_LAUNCH(k_add_bias, grid_for(total), THREADS, 0, s, y, bias, total, n);
+        BSQ_LAUNCH(k_add_bias, grid_for(total, THREADS), THREADS, 0, s, y, bias, total, n);
 }
 
 void bias_gelu(cudaStream_t s, float *y, const float *bias, size_t rows, int n)
 {
     size_t total = rows * (size_t)n;
     if (total)
-        BSQ_LAUNCH(k_bias_gelu, grid_for(total), THREADS, 0, s, y, bias, total, n);
+        BSQ_LAUNCH(k_bias_gelu, grid_for(total, THREADS), THREADS, 0, s, y, bias, total, n);
 }
 
 void add_pos(cudaStream_t s, float *x, const float *pos, const float *tpos, int seqs, int frames,
@@ -120,21 +113,21 @@ void add_pos(cudaStream_t s, float *x, const float *pos, const float *tpos, int 
 {
     size_t total = (size_t)seqs * frames * tokens * d;
     if (total)
-        BSQ_LAUNCH(k_add_pos, grid_for(total), THREADS, 0, s, x, pos, tpos, total, frames, tokens,
+        BSQ_LAUNCH(k_add_pos, grid_for(total, THREADS), THREADS, 0, s, x, pos, tpos, total, frames, tokens,
                    d, t0);
 }
 
 void to_bf16(cudaStream_t s, const float *x, bsq_bf16 *y, size_t n)
 {
     if (n)
-        BSQ_LAUNCH(k_to_bf16, grid_for(n), THREADS, 0, s, x, y, n);
+        BSQ_LAUNCH(k_to_bf16, grid_for(n, THREADS), THREADS, 0, s, x, y, n);
 }
 
 void copy2d(cudaStream_t s, float *dst, size_t dst_stride, const float *src, size_t src_stride,
             size_t rows, size_t cols)
 {
     if (rows && cols)
-        BSQ_LAUNCH(k_copy2d, grid_for(rows * cols), THREADS, 0, s, dst, dst_stride, src,
+        BSQ_LAUNCH(k_copy2d, grid_for(rows * cols, THREADS), THREADS, 0, s, dst, dst_stride, src,
                    src_stride, rows, cols);
 }
 

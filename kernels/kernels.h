@@ -42,7 +42,8 @@ void quantize(cudaStream_t s, float *v, float *z, uint64_t *idx, size_t rows, in
 void dequantize(cudaStream_t s, const uint64_t *idx, float *codes, size_t rows, int L);
 
 /* attention.cu: fp32 SIMT (the checking mode), and bf16 on tensor cores.
- * Both stream over keys with an online softmax: no nq x nk scores. */
+ * Both stream over keys with an online softmax: no nq x nk scores. At most
+ * 65535 heads (the grid's y dimension; the caller checks). */
 void attention_f32(cudaStream_t s, const bsq_attention_args *a);
 /* Dynamic shared memory the tensor-core kernel needs for a head size, or 0
  * when it does not handle that size. */

@@ -1,5 +1,6 @@
 /* LayerNorm over the last dimension: one warp per row, two passes (mean,
  * then the centred variance) as the CPU engine does, for the same accuracy. */
+#include "device.h"
 #include "kernels.h"
 
 namespace bsqk {
@@ -7,13 +8,6 @@ namespace bsqk {
 namespace {
 
 const int WARPS = 8;
-
-__device__ __forceinline__ float warp_sum(float v)
-{
-    for (int m = 16; m > 0; m >>= 1)
-        v += __shfl_xor_sync(0xffffffffu, v, m);
-    return v;
-}
 
 __global__ void k_layernorm(const float *x, const float *w, const float *b, float *y, size_t rows,
                             int d, float eps)

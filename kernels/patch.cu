@@ -1,6 +1,7 @@
 /* Patches: pixels [seqs][3][frames][H][W] <-> tokens [seqs][frames][gh][gw]
  * [3*p*p], channel-major inside a patch. One thread per element, indexed by
  * the token side so the patch rows it writes (or reads) are contiguous. */
+#include "device.h"
 #include "kernels.h"
 
 namespace bsqk {
@@ -45,12 +46,6 @@ __global__ void k_unpatchify(const float *tok, float *pix, size_t total, int fra
     }
 }
 
-unsigned blocks_for(size_t n)
-{
-    size_t b = (n + THREADS - 1) / THREADS;
-    return (unsigned)(b < 8192 ? (b ? b : 1) : 8192);
-}
-
 } // namespace
 
 void patchify(cudaStream_t s, const float *pix, float *tok, int seqs, int frames, int gh, int gw,
@@ -58,7 +53,7 @@ void patchify(cudaStream_t s, const float *pix, float *tok, int seqs, int frames
 {
     size_t total = (size_t)seqs * frames * gh * gw * 3 * p * p;
     if (total)
-        BSQ_LAUNCH(k_patchify, dim3(blocks_for(total)), THREADS, 0, s, pix, tok, total, frames, gh,
+        BSQ_LAUNCH(k_patchify, grid_for(total, THREADS), THREADS, 0, s, pix, tok, total, frames, gh,
                    gw, p);
 }
 
@@ -67,7 +62,7 @@ void unpatchify(cudaStream_t s, const float *tok, float *pix, int seqs, int fram
 {
     size_t total = (size_t)seqs * frames * gh * gw * 3 * p * p;
     if (total)
-        BSQ_LAUNCH(k_unpatchify, dim3(blocks_for(total)), THREADS, 0, s, tok, pix, total, frames,
+        BSQ_LAUNCH(k_unpatchify, grid_for(total, THREADS), THREADS, 0, s, tok, pix, total, frames,
                    gh, gw, p, clamp);
 }
 

@@ -1,6 +1,7 @@
 /* BSQ quantization: one thread per token row (L is small: 18..64 bits), so
  * the MSB-first index is built in a register with no cross-thread packing;
  * the row's arithmetic is the CPU backend's (lib/quantize_row.h). */
+#include "device.h"
 #include "kernels.h"
 #include "quantize_row.h"
 
@@ -40,9 +41,9 @@ void quantize(cudaStream_t s, float *v, float *z, uint64_t *idx, size_t rows, in
 
 void dequantize(cudaStream_t s, const uint64_t *idx, float *codes, size_t rows, int L)
 {
-    size_t total = rows * (size_t)L, b = (total + THREADS - 1) / THREADS;
+    size_t total = rows * (size_t)L;
     if (total)
-        BSQ_LAUNCH(k_dequantize, dim3((unsigned)(b < 8192 ? b : 8192)), THREADS, 0, s, idx, codes,
+        BSQ_LAUNCH(k_dequantize, grid_for(total, THREADS), THREADS, 0, s, idx, codes,
                    total, L, code_of(L));
 }
 
