@@ -1,14 +1,17 @@
 /* bench_cuda: the CUDA backend on the official BSQ-ViT architecture (D 768,
  * 12+12 layers, 12 heads, MLP and FFN 3072, L 18, patch 8; random weights),
  * in one run: a check against the CPU engine, then images/s at 128x128 and
- * 256x256 (batch 1 and 64), 720p and 1080p frames/s through 256x256 tiles,
- * encode and decode apart, peak device memory, and the model's achieved
- * TFLOP/s against the cuBLAS bf16 rate measured in the same run.
+ * 256x256 (batch 1, 64 and 256: the last runs as a pipeline of 64k-token
+ * chunks), 720p and 1080p frames/s through 256x256 tiles (1 and 8 frames
+ * per call), encode and decode apart, batch 1 at 128x128 again with CUDA
+ * graphs off, peak device memory, and the model's achieved TFLOP/s against
+ * the cuBLAS bf16 rate measured in the same run.
  *
  *   bench_cuda [--device cuda:N] [--quick] [--fp32]
  *
- * --quick: fewer iterations and batch 16 instead of 64. Prints a markdown
- * table (bench/cuda.sh runs this after the tests). */
+ * --quick: fewer iterations, batches of 16 and 64, 4 frames per call.
+ * Prints a markdown table (bench/cuda.sh runs this after the tests). */
+#define _POSIX_C_SOURCE 200809L /* setenv */
 #include <math.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -211,8 +214,9 @@ int main(int argc, char **argv)
         const bsq_config *c = bsq_model_config(models[mi]);
         const int s = c->image_height;
         const double fe = flops_per_image(c, 0), fd = flops_per_image(c, 1);
-        const int batches[2] = {1, big};
-        for (int bi = 0; bi < 2; bi++) {
+        /* batch 4*big: several 64k-token chunks, so the pipeline overlaps them */
+        const int batches[3] = {1, big, 4 * big};
+        for (int bi = 0; bi < 3; bi++) {
             double e = time_op(ctx, 0, batches[bi], s, s, iters, &mw);
             double d = time_op(ctx, 1, batches[bi], s, s, iters, &mw);
             printf("| %dx%d images | %d | %.1f | %.1f | %.1f | %.1f | %.1f | %.0f%% |\n", s, s,
@@ -221,16 +225,32 @@ int main(int argc, char **argv)
         }
         if (s == 256) {
             static const int sizes[2][2] = {{1280, 720}, {1920, 1080}};
-            for (int k = 0; k < 2; k++) {
-                int w = sizes[k][0], h = sizes[k][1];
-                double e = time_op(ctx, 0, 1, h, w, iters, &mw);
-                double d = time_op(ctx, 1, 1, h, w, iters, &mw);
-                printf("| %dp frames (256x256 tiles) | 1 | %.1f | %.1f | %.1f | | | |\n", h, e, d,
-                       1.0 / (1.0 / e + 1.0 / d));
-            }
+            const int fb[2] = {1, quick ? 4 : 8};
+            for (int k = 0; k < 2; k++)
+                for (int j = 0; j < 2; j++) {
+                    int w = sizes[k][0], h = sizes[k][1];
+                    double e = time_op(ctx, 0, fb[j], h, w, iters, &mw);
+                    double d = time_op(ctx, 1, fb[j], h, w, iters, &mw);
+                    printf("| %dp frames (256x256 tiles) | %d | %.1f | %.1f | %.1f | | | |\n", h,
+                           fb[j], e, d, 1.0 / (1.0 / e + 1.0 / d));
+                }
         }
         bsq_context_destroy(ctx);
     }
+    /* what CUDA graphs save where launches dominate: one small image at a time */
+    setenv("BSQ_CUDA_GRAPHS", "0", 1);
+    {
+        bsq_context *ctx;
+        bsq_context_options o = {.device = device, .precision = prec};
+        if (bsq_context_create(m128, &o, &ctx, &err) != BSQ_OK)
+            die("context", &err);
+        double e = time_op(ctx, 0, 1, 128, 128, iters, &mw);
+        double d = time_op(ctx, 1, 1, 128, 128, iters, &mw);
+        printf("| 128x128 images, CUDA graphs off | 1 | %.1f | %.1f | %.1f | | | |\n", e, d,
+               1.0 / (1.0 / e + 1.0 / d));
+        bsq_context_destroy(ctx);
+    }
+    unsetenv("BSQ_CUDA_GRAPHS");
     printf("\nPeak device memory in use: %.0f MB (%.0f MB before the first context)\n",
            mw.peak / 1048576.0, mw.base / 1048576.0);
     bsq_model_close(m128);

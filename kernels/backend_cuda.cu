@@ -9,9 +9,14 @@
  *  - fp32: the checking mode, fp32 products with TF32 off and fp32
  *    attention, within 1e-4 of the CPU engine.
  *
- * All work is queued on one stream; errors are remembered where they happen
- * and reported by sync(), since the ops themselves return nothing. */
+ * Compute is queued on one stream. Inside a pipeline slot (begin/end),
+ * uploads go on a second stream and downloads on a third, tied to the
+ * compute by events, so one chunk's copies overlap another's compute. Fixed
+ * shapes are recorded once as CUDA graphs and replayed (replay/record_end).
+ * Errors are remembered where they happen and reported by sync() or
+ * finish(), since the ops themselves return nothing. */
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include <new>
@@ -24,21 +29,43 @@ extern "C" {
 
 #ifdef BSQ_CUDA_EMULATE
 #define CREATE_FN bsq_backend_cuda_emu_create
+#define COUNTS_FN bsq_backend_cuda_emu_graph_counts
 #define NAME_PREFIX "cuda-emu"
 #else
 #define CREATE_FN bsq_backend_cuda_create
+#define COUNTS_FN bsq_backend_cuda_graph_counts
 #define NAME_PREFIX "cuda"
 #endif
 
 namespace {
+
+/* A recorded graph: `seen` once run plainly (scratch sized), then captured. */
+struct graph_entry {
+    uint64_t key, generation;
+    int seen;
+    cudaGraphExec_t exec;
+};
+const int GRAPHS = 16;
+const size_t BLAS_WORKSPACE = (size_t)32 << 20;
 
 struct cuda_be {
     bsq_backend base; /* first: the library sees a bsq_backend */
     bsq_backend_ops ops;
     char name[32];
     int device, fp32, tc_max_smem;
-    cudaStream_t stream;
+    cudaStream_t stream;           /* compute */
+    cudaStream_t up, down;         /* copies inside pipeline slots */
+    cudaEvent_t uploaded, computed, slot_done[2];
+    int slot;                      /* the open pipeline slot, -1 outside */
+    int slot_waited;               /* its uploads already wait for its previous use */
     cublasHandle_t blas;
+    void *blas_ws;                 /* cuBLAS's workspace: no allocation inside a capture */
+    graph_entry graphs[GRAPHS];
+    int graph_next;
+    int capturing;                 /* a capture of capture_key is open on `stream` */
+    uint64_t capture_key;
+    uint64_t generation;           /* bumped when scratch or weights move: graphs go stale */
+    unsigned long recorded, replayed;
     const float *w_lo, *w_hi; /* the declared parameter block */
     bsq_bf16 *w_bf16;         /* its bf16 copy (bf16 mode) */
     bsq_bf16 *x_bf16;         /* activations of the current product */
@@ -81,6 +108,11 @@ template <class T> T *scratch(cuda_be *c, T **buf, size_t *len, size_t need, con
 {
     if (need <= *len)
         return *buf;
+    if (c->capturing) { /* cannot happen for a key seen before; never free inside a capture */
+        record(c, what, "scratch memory grew during a CUDA graph capture");
+        return NULL;
+    }
+    c->generation++;
     if (*buf)
         cudaFree(*buf);
     *buf = NULL;
@@ -131,11 +163,19 @@ void *op_host_alloc(bsq_backend *be, size_t bytes)
     return p;
 }
 
+/* Waits for every stream; the first failure is kept for the report. */
+void sync_all(cuda_be *c)
+{
+    check_cuda(c, cudaStreamSynchronize(c->stream), "synchronize");
+    check_cuda(c, cudaStreamSynchronize(c->up), "synchronize (uploads)");
+    check_cuda(c, cudaStreamSynchronize(c->down), "synchronize (downloads)");
+}
+
 void op_host_free(bsq_backend *be, void *p)
 {
     cuda_be *c = of(be);
     use(c);
-    cudaStreamSynchronize(c->stream); /* no copy may still be using it */
+    sync_all(c); /* no copy may still be using it */
     cudaFreeHost(p);
 }
 
@@ -143,16 +183,153 @@ void op_upload(bsq_backend *be, float *dst, const float *src, size_t count)
 {
     cuda_be *c = of(be);
     use(c);
-    check_cuda(c, cudaMemcpyAsync(dst, src, count * sizeof(float), cudaMemcpyHostToDevice, c->stream),
-               "upload");
+    size_t bytes = count * sizeof(float);
+    if (c->slot < 0) {
+        check_cuda(c, cudaMemcpyAsync(dst, src, bytes, cudaMemcpyHostToDevice, c->stream), "upload");
+        return;
+    }
+    /* into the slot's buffers once its previous chunk is done with them;
+     * the compute waits for the copy */
+    if (!c->slot_waited)
+        check_cuda(c, cudaStreamWaitEvent(c->up, c->slot_done[c->slot], 0), "upload (wait)");
+    c->slot_waited = 1;
+    check_cuda(c, cudaMemcpyAsync(dst, src, bytes, cudaMemcpyHostToDevice, c->up), "upload");
+    check_cuda(c, cudaEventRecord(c->uploaded, c->up), "upload (event)");
+    check_cuda(c, cudaStreamWaitEvent(c->stream, c->uploaded, 0), "upload (wait)");
 }
 
 void op_download(bsq_backend *be, float *dst, const float *src, size_t count)
 {
     cuda_be *c = of(be);
     use(c);
-    check_cuda(c, cudaMemcpyAsync(dst, src, count * sizeof(float), cudaMemcpyDeviceToHost, c->stream),
-               "download");
+    size_t bytes = count * sizeof(float);
+    if (c->slot < 0) {
+        check_cuda(c, cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToHost, c->stream), "download");
+        return;
+    }
+    /* after the compute queued so far, beside what is queued next */
+    check_cuda(c, cudaEventRecord(c->computed, c->stream), "download (event)");
+    check_cuda(c, cudaStreamWaitEvent(c->down, c->computed, 0), "download (wait)");
+    check_cuda(c, cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToHost, c->down), "download");
+}
+
+/* ---- pipeline slots ---- */
+
+void op_begin(bsq_backend *be, int slot)
+{
+    cuda_be *c = of(be);
+    c->slot = slot & 1;
+    c->slot_waited = 0;
+}
+
+void op_end(bsq_backend *be, int slot)
+{
+    cuda_be *c = of(be);
+    use(c);
+    /* the slot is free once its compute and its downloads are done */
+    check_cuda(c, cudaEventRecord(c->computed, c->stream), "end of chunk");
+    check_cuda(c, cudaStreamWaitEvent(c->down, c->computed, 0), "end of chunk");
+    check_cuda(c, cudaEventRecord(c->slot_done[slot & 1], c->down), "end of chunk");
+    c->slot = -1;
+}
+
+bsq_status report(cuda_be *c, bsq_error *err)
+{
+    if (!c->failed)
+        return BSQ_OK;
+    c->failed = 0;
+    return bsq_fail(err, BSQ_ERR_DEVICE, "%s: %s", c->name, c->error);
+}
+
+bsq_status op_finish(bsq_backend *be, int slot, bsq_error *err)
+{
+    cuda_be *c = of(be);
+    use(c);
+    check_cuda(c, cudaEventSynchronize(c->slot_done[slot & 1]), "synchronize");
+    return report(c, err);
+}
+
+/* ---- CUDA graphs ---- */
+
+void drop_graph(graph_entry *g)
+{
+    if (g->exec)
+        cudaGraphExecDestroy(g->exec);
+    memset(g, 0, sizeof *g);
+}
+
+graph_entry *find_graph(cuda_be *c, uint64_t key)
+{
+    for (graph_entry &g : c->graphs)
+        if (g.seen && g.key == key)
+            return &g;
+    return NULL;
+}
+
+int op_replay(bsq_backend *be, uint64_t key)
+{
+    cuda_be *c = of(be);
+    use(c);
+    if (c->failed || c->capturing)
+        return 0;
+    graph_entry *g = find_graph(c, key);
+    if (g && g->generation != c->generation)
+        drop_graph(g); /* its buffers moved: record again */
+    else if (g && g->exec) {
+        check_cuda(c, cudaGraphLaunch(g->exec, c->stream), "graph launch");
+        c->replayed++;
+        return 1;
+    } else if (g) { /* second time: the ops are queued under capture */
+        cudaError_t e = cudaStreamBeginCapture(c->stream, cudaStreamCaptureModeThreadLocal);
+        if (e == cudaSuccess) {
+            c->capturing = 1;
+            c->capture_key = key;
+        } else {
+            cudaGetLastError(); /* run plainly instead */
+        }
+        return 0;
+    }
+    /* first time: run plainly, sizing the scratch buffers */
+    g = &c->graphs[c->graph_next];
+    c->graph_next = (c->graph_next + 1) % GRAPHS;
+    drop_graph(g);
+    g->key = key;
+    g->seen = 1;
+    g->generation = c->generation;
+    return 0;
+}
+
+void op_record_end(bsq_backend *be, uint64_t key)
+{
+    cuda_be *c = of(be);
+    use(c);
+    graph_entry *g = find_graph(c, key);
+    if (!c->capturing || c->capture_key != key) {
+        if (g)
+            g->generation = c->generation; /* as the plain run left the scratch */
+        return;
+    }
+    c->capturing = 0;
+    cudaGraph_t graph = NULL;
+    cudaError_t e = cudaStreamEndCapture(c->stream, &graph);
+    cudaGraphExec_t exec = NULL;
+    if (e == cudaSuccess && !c->failed)
+        e = cudaGraphInstantiate(&exec, graph, 0);
+    if (graph)
+        cudaGraphDestroy(graph);
+    if (e != cudaSuccess || c->failed || !g || g->generation != c->generation) {
+        /* nothing of the captured work ran: that is a failure of this call */
+        check_cuda(c, e, "graph capture");
+        record(c, "graph capture", "the recorded work could not be replayed");
+        if (exec)
+            cudaGraphExecDestroy(exec);
+        if (g)
+            drop_graph(g);
+        return;
+    }
+    g->exec = exec;
+    c->recorded++;
+    check_cuda(c, cudaGraphLaunch(exec, c->stream), "graph launch");
 }
 
 void op_set_weights(bsq_backend *be, const float *block, size_t count)
@@ -161,6 +338,7 @@ void op_set_weights(bsq_backend *be, const float *block, size_t count)
     use(c);
     c->w_lo = block;
     c->w_hi = block + count;
+    c->generation++;
     if (c->w_bf16)
         cudaFree(c->w_bf16);
     c->w_bf16 = NULL;
@@ -181,11 +359,8 @@ bsq_status op_sync(bsq_backend *be, bsq_error *err)
 {
     cuda_be *c = of(be);
     use(c);
-    check_cuda(c, cudaStreamSynchronize(c->stream), "synchronize");
-    if (!c->failed)
-        return BSQ_OK;
-    c->failed = 0;
-    return bsq_fail(err, BSQ_ERR_DEVICE, "%s: %s", c->name, c->error);
+    sync_all(c);
+    return report(c, err);
 }
 
 /* ---- products ---- */
@@ -361,7 +536,7 @@ void op_quantize(bsq_backend *be, float *v, float *z, uint64_t *idx, size_t rows
         return;
     bsqk::quantize(c->stream, v, z, d, rows, L);
     check_launch(c, "quantize");
-    /* to pageable memory: returns when the indices are there */
+    /* on the compute stream: the indices come with the chunk (finish/sync) */
     check_cuda(c, cudaMemcpyAsync(idx, d, rows * sizeof(uint64_t), cudaMemcpyDeviceToHost, c->stream),
                "quantize (indices)");
 }
@@ -385,16 +560,29 @@ void op_destroy(bsq_backend *be)
     if (!c)
         return;
     use(c);
-    if (c->stream)
-        cudaStreamSynchronize(c->stream);
+    if (c->capturing) {
+        cudaGraph_t g = NULL;
+        if (cudaStreamEndCapture(c->stream, &g) == cudaSuccess && g)
+            cudaGraphDestroy(g);
+    }
+    for (cudaStream_t s : {c->stream, c->up, c->down})
+        if (s)
+            cudaStreamSynchronize(s);
+    for (graph_entry &g : c->graphs)
+        drop_graph(&g);
+    for (cudaEvent_t e : {c->uploaded, c->computed, c->slot_done[0], c->slot_done[1]})
+        if (e)
+            cudaEventDestroy(e);
     cudaFree(c->w_bf16);
     cudaFree(c->x_bf16);
     cudaFree(c->m_bf16);
     cudaFree(c->idx);
     if (c->blas)
         cublasDestroy(c->blas);
-    if (c->stream)
-        cudaStreamDestroy(c->stream);
+    cudaFree(c->blas_ws);
+    for (cudaStream_t s : {c->stream, c->up, c->down})
+        if (s)
+            cudaStreamDestroy(s);
     delete c;
 }
 
@@ -444,6 +632,15 @@ extern "C" bsq_status CREATE_FN(int device, int fp32, bsq_backend **out, bsq_err
     o.download = op_download;
     o.set_weights = op_set_weights;
     o.sync = op_sync;
+    o.begin = op_begin;
+    o.end = op_end;
+    o.finish = op_finish;
+    /* BSQ_CUDA_GRAPHS=0: launch every kernel each time (for comparisons) */
+    const char *graphs = getenv("BSQ_CUDA_GRAPHS");
+    if (!graphs || strcmp(graphs, "0") != 0) {
+        o.replay = op_replay;
+        o.record_end = op_record_end;
+    }
     o.linear = op_linear;
     o.linear_gelu = op_linear_gelu;
     o.linear_residual = op_linear_residual;
@@ -459,13 +656,24 @@ extern "C" bsq_status CREATE_FN(int device, int fp32, bsq_backend **out, bsq_err
     o.quantize = op_quantize;
     o.dequantize = op_dequantize;
     c->base.ops = &c->ops;
+    c->slot = -1;
 
     const char *fail_what = NULL;
     cublasStatus_t bs = CUBLAS_STATUS_SUCCESS;
-    if ((e = cudaStreamCreateWithFlags(&c->stream, cudaStreamNonBlocking)) != cudaSuccess)
-        fail_what = "stream";
+    if ((e = cudaStreamCreateWithFlags(&c->stream, cudaStreamNonBlocking)) != cudaSuccess ||
+        (e = cudaStreamCreateWithFlags(&c->up, cudaStreamNonBlocking)) != cudaSuccess ||
+        (e = cudaStreamCreateWithFlags(&c->down, cudaStreamNonBlocking)) != cudaSuccess)
+        fail_what = "streams";
+    else if ((e = cudaEventCreateWithFlags(&c->uploaded, cudaEventDisableTiming)) != cudaSuccess ||
+             (e = cudaEventCreateWithFlags(&c->computed, cudaEventDisableTiming)) != cudaSuccess ||
+             (e = cudaEventCreateWithFlags(&c->slot_done[0], cudaEventDisableTiming)) != cudaSuccess ||
+             (e = cudaEventCreateWithFlags(&c->slot_done[1], cudaEventDisableTiming)) != cudaSuccess)
+        fail_what = "events";
+    else if ((e = cudaMalloc(&c->blas_ws, BLAS_WORKSPACE)) != cudaSuccess)
+        fail_what = "cuBLAS workspace";
     else if ((bs = cublasCreate(&c->blas)) != CUBLAS_STATUS_SUCCESS ||
              (bs = cublasSetStream(c->blas, c->stream)) != CUBLAS_STATUS_SUCCESS ||
+             (bs = cublasSetWorkspace(c->blas, c->blas_ws, BLAS_WORKSPACE)) != CUBLAS_STATUS_SUCCESS ||
              (bs = cublasSetMathMode(c->blas, fp32 ? CUBLAS_PEDANTIC_MATH : CUBLAS_DEFAULT_MATH)) !=
                  CUBLAS_STATUS_SUCCESS)
         fail_what = "cuBLAS";
@@ -482,4 +690,11 @@ extern "C" bsq_status CREATE_FN(int device, int fp32, bsq_backend **out, bsq_err
     c->tc_max_smem = (int)prop.sharedMemPerBlockOptin;
     *out = &c->base;
     return BSQ_OK;
+}
+
+extern "C" void COUNTS_FN(const bsq_backend *be, unsigned long *recorded, unsigned long *replayed)
+{
+    const cuda_be *c = (const cuda_be *)be;
+    *recorded = c->recorded;
+    *replayed = c->replayed;
 }

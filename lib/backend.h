@@ -53,6 +53,26 @@ typedef struct bsq_backend_ops {
     /* Finishes all queued work; returns non-zero with a message on failure. */
     bsq_status (*sync)(bsq_backend *be, bsq_error *err);
 
+    /* Optional, in backends whose ops only queue work (NULL where each op
+     * has finished when it returns). A pipeline runs chunks alternately in
+     * slots 0 and 1: a chunk's ops are queued between begin(slot) and
+     * end(slot); its uploads wait only for the slot's previous chunk, and
+     * its downloads run beside the next chunk's compute. finish(slot) waits
+     * until the slot's chunk is done (host buffers it read or wrote are
+     * free again) and reports the first failure since the last report. */
+    void (*begin)(bsq_backend *be, int slot);
+    void (*end)(bsq_backend *be, int slot);
+    bsq_status (*finish)(bsq_backend *be, int slot, bsq_error *err);
+    /* Optional: replay of recorded work (CUDA graphs) for fixed shapes.
+     * replay(key) either queues the work recorded under `key` and returns 1,
+     * or returns 0: the caller then queues the ops itself and calls
+     * record_end(key), and the backend may record them for next time. A key
+     * stands for every op, size and pointer in between (host pointers among
+     * them are pinned buffers from host_alloc); none is an upload or
+     * download. */
+    int (*replay)(bsq_backend *be, uint64_t key);
+    void (*record_end)(bsq_backend *be, uint64_t key);
+
     /* y[rows][n] = x[rows][k] * w[n][k]^T (+ bias[n] when not NULL) */
     void (*linear)(bsq_backend *be, const float *x, const float *w, const float *bias, float *y,
                    size_t rows, int k, int n);
@@ -129,6 +149,11 @@ bsq_status bsq_backend_cuda_create(int device, int fp32, bsq_backend **out, bsq_
 /* The CUDA backend's sources built for the CPU through the SIMT emulator
  * (kernels/emu/): only in tests/check_cuda_emu. */
 bsq_status bsq_backend_cuda_emu_create(int device, int fp32, bsq_backend **out, bsq_error *err);
+/* For the tests: CUDA graphs a CUDA backend recorded, and replays of them. */
+void bsq_backend_cuda_graph_counts(const bsq_backend *be, unsigned long *recorded,
+                                   unsigned long *replayed);
+void bsq_backend_cuda_emu_graph_counts(const bsq_backend *be, unsigned long *recorded,
+                                       unsigned long *replayed);
 
 /* For bench/bench_cuda (CUDA builds only): the cuBLAS bf16 product rate
  * measured on an m x n x k product, and the device memory in use. */

@@ -70,29 +70,30 @@ void bsq_context_destroy(bsq_context *ctx)
     if (!ctx)
         return;
     if (ctx->be) {
-        if (ctx->ws)
-            ctx->be->ops->free(ctx->be, ctx->ws);
+        for (int i = 0; i < 2; i++)
+            if (ctx->ws[i])
+                ctx->be->ops->free(ctx->be, ctx->ws[i]);
         if (ctx->weights)
             ctx->be->ops->free(ctx->be, ctx->weights);
     }
     bsq_model_w_free(&ctx->w);
-    for (int i = 0; i < 3; i++)
+    for (int i = 0; i < 6; i++)
         host_release(ctx, ctx->host[i]);
     if (ctx->be)
         ctx->be->ops->destroy(ctx->be);
     free(ctx);
 }
 
-void *bsq_context_host(bsq_context *ctx, int slot, size_t bytes)
+void *bsq_context_host(bsq_context *ctx, int which, size_t bytes)
 {
-    if (bytes > ctx->host_len[slot]) {
-        host_release(ctx, ctx->host[slot]);
+    if (bytes > ctx->host_len[which]) {
+        host_release(ctx, ctx->host[which]);
         const bsq_backend_ops *op = ctx->be->ops;
-        ctx->host[slot] = op->host_alloc ? op->host_alloc(ctx->be, bytes ? bytes : 1)
-                                         : malloc(bytes ? bytes : 1);
-        ctx->host_len[slot] = ctx->host[slot] ? bytes : 0;
+        ctx->host[which] = op->host_alloc ? op->host_alloc(ctx->be, bytes ? bytes : 1)
+                                          : malloc(bytes ? bytes : 1);
+        ctx->host_len[which] = ctx->host[which] ? bytes : 0;
     }
-    return ctx->host[slot];
+    return ctx->host[which];
 }
 
 const char *bsq_context_device(const bsq_context *ctx) { return ctx->device; }
@@ -102,16 +103,17 @@ bsq_precision bsq_context_precision(const bsq_context *ctx)
     return ctx->be->ops->fp32 ? BSQ_PRECISION_FP32 : BSQ_PRECISION_BF16;
 }
 
-bsq_status bsq_context_workspace(bsq_context *ctx, size_t count, float **out, bsq_error *err)
+bsq_status bsq_context_workspace(bsq_context *ctx, int slot, size_t count, float **out,
+                                 bsq_error *err)
 {
-    if (count > ctx->ws_len) {
-        if (ctx->ws)
-            ctx->be->ops->free(ctx->be, ctx->ws);
-        ctx->ws = ctx->be->ops->alloc(ctx->be, count);
-        ctx->ws_len = ctx->ws ? count : 0;
-        if (!ctx->ws)
+    if (count > ctx->ws_len[slot]) {
+        if (ctx->ws[slot])
+            ctx->be->ops->free(ctx->be, ctx->ws[slot]);
+        ctx->ws[slot] = ctx->be->ops->alloc(ctx->be, count);
+        ctx->ws_len[slot] = ctx->ws[slot] ? count : 0;
+        if (!ctx->ws[slot])
             return bsq_fail(err, BSQ_ERR_NOMEM, "cannot allocate a %zu MB workspace", count * 4 >> 20);
     }
-    *out = ctx->ws;
+    *out = ctx->ws[slot];
     return BSQ_OK;
 }

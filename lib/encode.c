@@ -49,6 +49,41 @@ static size_t layout_offset(const plan *p, int s, int t)
     return ((((size_t)b * p->T + t) * tiles) + tile) * p->P;
 }
 
+/* Chunks of sequences go through the graph in a pipeline of bsq_graph_slots()
+ * slots: while the backend computes one chunk, the host prepares the next
+ * (tiles, indices) and collects the previous (tokens, blending). */
+typedef struct {
+    int pending[2]; /* chunk queued in each slot, -1 if none */
+    int slots;
+} pipeline;
+
+/* Waits for every queued chunk (also after a failure: nothing may still
+ * use the buffers); returns the first failure. */
+static bsq_status drain_all(bsq_context *ctx, pipeline *pl, bsq_status st, bsq_error *err)
+{
+    for (int sl = 0; sl < pl->slots; sl++)
+        if (pl->pending[sl] >= 0) {
+            bsq_error e2;
+            bsq_status s2 = bsq_graph_finish(ctx, sl, st == BSQ_OK ? err : &e2);
+            if (st == BSQ_OK)
+                st = s2;
+            pl->pending[sl] = -1;
+        }
+    return st;
+}
+
+static void collect_tokens(const plan *p, const bsq_config *c, bsq_tokens *tok, float *z,
+                           const uint64_t *idx, const float *zc, int s0, int n)
+{
+    for (int i = 0; i < n; i++)
+        for (int t = 0; t < p->T; t++) {
+            size_t dst = layout_offset(p, s0 + i, t), src = ((size_t)i * p->T + t) * p->P;
+            memcpy(tok->idx + dst, idx + src, p->P * sizeof(uint64_t));
+            if (z)
+                memcpy(z + dst * c->L, zc + src * c->L, (size_t)p->P * c->L * sizeof(float));
+        }
+}
+
 static bsq_status encode_impl(bsq_context *ctx, const float *pixels, int batch, int frames,
                               int height, int width, bsq_tokens **out, float *z, bsq_error *err)
 {
@@ -66,35 +101,52 @@ static bsq_status encode_impl(bsq_context *ctx, const float *pixels, int batch, 
     bsq_tokens *tok;
     if ((st = bsq_tokens_create(&lay, &tok, err)) != BSQ_OK)
         return st;
-    const int chunk = bsq_graph_chunk(ctx, frames);
+    const int chunk = bsq_graph_chunk(ctx, frames), tiles = p.ny * p.nx;
     const size_t tile_px = (size_t)3 * frames * p.th * p.tw, img_px = (size_t)3 * frames * height * width;
     const size_t seq_tok = (size_t)frames * p.P;
-    float *pix = bsq_context_host(ctx, 0, tile_px * chunk * sizeof(float));
-    uint64_t *idx = bsq_context_host(ctx, 1, seq_tok * chunk * sizeof(uint64_t));
-    float *zc = z ? bsq_context_host(ctx, 2, seq_tok * chunk * c->L * sizeof(float)) : NULL;
-    if (!pix || !idx || (z && !zc)) {
-        st = bsq_fail(err, BSQ_ERR_NOMEM, "out of memory");
-        goto done;
+    const int nchunks = (p.seqs + chunk - 1) / chunk;
+    pipeline pl = {{-1, -1}, nchunks > 1 ? bsq_graph_slots(ctx) : 1};
+    float *pix[2] = {NULL, NULL}, *zc[2] = {NULL, NULL};
+    uint64_t *idx[2] = {NULL, NULL};
+    for (int sl = 0; sl < pl.slots; sl++) {
+        pix[sl] = bsq_context_host(ctx, BSQ_HOST(BSQ_HOST_PIX, sl), tile_px * chunk * sizeof(float));
+        idx[sl] = bsq_context_host(ctx, BSQ_HOST(BSQ_HOST_IDX, sl), seq_tok * chunk * sizeof(uint64_t));
+        if (z)
+            zc[sl] = bsq_context_host(ctx, BSQ_HOST(BSQ_HOST_AUX, sl),
+                                      seq_tok * chunk * c->L * sizeof(float));
+        if (!pix[sl] || !idx[sl] || (z && !zc[sl])) {
+            bsq_tokens_free(tok);
+            return bsq_fail(err, BSQ_ERR_NOMEM, "out of memory");
+        }
     }
-    for (int s0 = 0; s0 < p.seqs && st == BSQ_OK; s0 += chunk) {
-        int n = p.seqs - s0 < chunk ? p.seqs - s0 : chunk;
+    for (int k = 0; k < nchunks && st == BSQ_OK; k++) {
+        const int sl = k % pl.slots;
+        if (pl.pending[sl] >= 0) { /* the slot's previous chunk: wait, then take its tokens */
+            int j = pl.pending[sl], s0 = j * chunk;
+            pl.pending[sl] = -1;
+            if ((st = bsq_graph_finish(ctx, sl, err)) != BSQ_OK)
+                break;
+            collect_tokens(&p, c, tok, z, idx[sl], zc[sl], s0, p.seqs - s0 < chunk ? p.seqs - s0 : chunk);
+        }
+        const int s0 = k * chunk, n = p.seqs - s0 < chunk ? p.seqs - s0 : chunk;
         for (int i = 0; i < n; i++) {
-            int s = s0 + i, tiles = p.ny * p.nx, b = s / tiles, iy = (s % tiles) / p.nx,
-                ix = s % p.nx;
+            int s = s0 + i, b = s / tiles, iy = (s % tiles) / p.nx, ix = s % p.nx;
             bsq_tile_extract(pixels + (size_t)b * img_px, frames, height, width,
                              bsq_tile_pos(iy, p.ny, height, p.th), bsq_tile_pos(ix, p.nx, width, p.tw),
-                             p.th, p.tw, pix + (size_t)i * tile_px);
+                             p.th, p.tw, pix[sl] + (size_t)i * tile_px);
         }
-        st = bsq_graph_encode(ctx, pix, n, frames, 0, NULL, idx, zc, NULL, err);
-        for (int i = 0; i < n && st == BSQ_OK; i++)
-            for (int t = 0; t < frames; t++) {
-                size_t dst = layout_offset(&p, s0 + i, t), src = ((size_t)i * frames + t) * p.P;
-                memcpy(tok->idx + dst, idx + src, p.P * sizeof(uint64_t));
-                if (z)
-                    memcpy(z + dst * c->L, zc + src * c->L, (size_t)p.P * c->L * sizeof(float));
-            }
+        st = bsq_graph_encode_queue(ctx, sl, pix[sl], n, frames, idx[sl], zc[sl], err);
+        if (st == BSQ_OK)
+            pl.pending[sl] = k;
     }
-done:
+    /* the chunks still in flight, oldest first */
+    int left[2] = {pl.pending[0], pl.pending[1]};
+    st = drain_all(ctx, &pl, st, err);
+    for (int sl = 0; sl < pl.slots && st == BSQ_OK; sl++)
+        if (left[sl] >= 0) {
+            int s0 = left[sl] * chunk;
+            collect_tokens(&p, c, tok, z, idx[sl], zc[sl], s0, p.seqs - s0 < chunk ? p.seqs - s0 : chunk);
+        }
     if (st != BSQ_OK) {
         bsq_tokens_free(tok);
         return st;
@@ -141,6 +193,23 @@ static bsq_status check_tokens(const bsq_context *ctx, const bsq_tokens *t, bsq_
     return BSQ_OK;
 }
 
+/* Decoded tiles of sequences s0 .. s0+n-1 into the output: copied when
+ * the tiles are the images, else blended (weights summed in wsum). */
+static void collect_pixels(const plan *p, float *pixels, const float *pix, int s0, int n, int direct)
+{
+    const int tiles = p->ny * p->nx;
+    const size_t tile_px = (size_t)3 * p->T * p->th * p->tw, img_px = (size_t)3 * p->T * p->H * p->W;
+    if (direct) {
+        memcpy(pixels + (size_t)s0 * img_px, pix, (size_t)n * img_px * sizeof(float));
+        return;
+    }
+    for (int i = 0; i < n; i++) {
+        int s = s0 + i, b = s / tiles;
+        bsq_tile_accumulate(pixels + (size_t)b * img_px, NULL, pix + (size_t)i * tile_px, p->T, p->H,
+                            p->W, (s % tiles) / p->nx, p->ny, s % p->nx, p->nx, p->th, p->tw);
+    }
+}
+
 bsq_status bsq_decode(bsq_context *ctx, const bsq_tokens *tokens, float *pixels, bsq_error *err)
 {
     if (!ctx || !tokens || !pixels)
@@ -151,35 +220,53 @@ bsq_status bsq_decode(bsq_context *ctx, const bsq_tokens *tokens, float *pixels,
     if (st != BSQ_OK ||
         (st = make_plan(ctx, l->batch, l->frames, l->height, l->width, &p, err)) != BSQ_OK)
         return st;
-    const int frames = p.T, chunk = bsq_graph_chunk(ctx, frames), tiles = p.ny * p.nx;
+    const int frames = p.T, chunk = bsq_graph_chunk(ctx, frames);
     const size_t tile_px = (size_t)3 * frames * p.th * p.tw;
     const size_t img_px = (size_t)3 * frames * p.H * p.W, seq_tok = (size_t)frames * p.P;
-    const int direct = tiles == 1 && p.H == p.th && p.W == p.tw;
-    float *pix = bsq_context_host(ctx, 0, tile_px * chunk * sizeof(float));
-    uint64_t *idx = bsq_context_host(ctx, 1, seq_tok * chunk * sizeof(uint64_t));
-    float *wsum = direct ? NULL : bsq_context_host(ctx, 2, (size_t)p.H * p.W * sizeof(float));
-    if (!pix || !idx || (!direct && !wsum)) {
-        st = bsq_fail(err, BSQ_ERR_NOMEM, "out of memory");
-        goto done;
+    const int direct = p.ny * p.nx == 1 && p.H == p.th && p.W == p.tw;
+    const int nchunks = (p.seqs + chunk - 1) / chunk;
+    pipeline pl = {{-1, -1}, nchunks > 1 ? bsq_graph_slots(ctx) : 1};
+    float *pix[2] = {NULL, NULL};
+    uint64_t *idx[2] = {NULL, NULL};
+    float *wsum = direct ? NULL : bsq_context_host(ctx, BSQ_HOST(BSQ_HOST_AUX, 0),
+                                                   (size_t)p.H * p.W * sizeof(float));
+    for (int sl = 0; sl < pl.slots; sl++) {
+        pix[sl] = bsq_context_host(ctx, BSQ_HOST(BSQ_HOST_PIX, sl), tile_px * chunk * sizeof(float));
+        idx[sl] = bsq_context_host(ctx, BSQ_HOST(BSQ_HOST_IDX, sl), seq_tok * chunk * sizeof(uint64_t));
+        if (!pix[sl] || !idx[sl])
+            return bsq_fail(err, BSQ_ERR_NOMEM, "out of memory");
     }
+    if (!direct && !wsum)
+        return bsq_fail(err, BSQ_ERR_NOMEM, "out of memory");
     if (!direct) {
         memset(pixels, 0, img_px * p.B * sizeof(float));
         bsq_tile_weight_map(wsum, p.H, p.W, p.th, p.tw); /* the same for every image */
     }
-    for (int s0 = 0; s0 < p.seqs && st == BSQ_OK; s0 += chunk) {
-        int n = p.seqs - s0 < chunk ? p.seqs - s0 : chunk;
+    for (int k = 0; k < nchunks && st == BSQ_OK; k++) {
+        const int sl = k % pl.slots;
+        if (pl.pending[sl] >= 0) {
+            int s0 = pl.pending[sl] * chunk;
+            pl.pending[sl] = -1;
+            if ((st = bsq_graph_finish(ctx, sl, err)) != BSQ_OK)
+                break;
+            collect_pixels(&p, pixels, pix[sl], s0, p.seqs - s0 < chunk ? p.seqs - s0 : chunk, direct);
+        }
+        const int s0 = k * chunk, n = p.seqs - s0 < chunk ? p.seqs - s0 : chunk;
         for (int i = 0; i < n; i++)
             for (int t = 0; t < frames; t++)
-                memcpy(idx + ((size_t)i * frames + t) * p.P, tokens->idx + layout_offset(&p, s0 + i, t),
-                       p.P * sizeof(uint64_t));
-        float *dst = direct ? pixels + (size_t)s0 * img_px : pix;
-        st = bsq_graph_decode(ctx, idx, n, frames, 0, NULL, dst, NULL, err);
-        for (int i = 0; i < n && st == BSQ_OK && !direct; i++) {
-            int s = s0 + i, b = s / tiles;
-            bsq_tile_accumulate(pixels + (size_t)b * img_px, NULL, pix + (size_t)i * tile_px, frames,
-                                p.H, p.W, (s % tiles) / p.nx, p.ny, s % p.nx, p.nx, p.th, p.tw);
-        }
+                memcpy(idx[sl] + ((size_t)i * frames + t) * p.P,
+                       tokens->idx + layout_offset(&p, s0 + i, t), p.P * sizeof(uint64_t));
+        st = bsq_graph_decode_queue(ctx, sl, idx[sl], n, frames, pix[sl], err);
+        if (st == BSQ_OK)
+            pl.pending[sl] = k;
     }
+    int left[2] = {pl.pending[0], pl.pending[1]};
+    st = drain_all(ctx, &pl, st, err);
+    for (int sl = 0; sl < pl.slots && st == BSQ_OK; sl++)
+        if (left[sl] >= 0) {
+            int s0 = left[sl] * chunk;
+            collect_pixels(&p, pixels, pix[sl], s0, p.seqs - s0 < chunk ? p.seqs - s0 : chunk, direct);
+        }
     if (st == BSQ_OK && !direct)
         for (int b = 0; b < p.B; b++)
             for (size_t plane = 0; plane < (size_t)3 * frames; plane++) {
@@ -187,7 +274,6 @@ bsq_status bsq_decode(bsq_context *ctx, const bsq_tokens *tokens, float *pixels,
                 for (size_t i = 0; i < (size_t)p.H * p.W; i++)
                     o[i] /= wsum[i];
             }
-done:
     return st;
 }
 

@@ -1,6 +1,7 @@
 #include "graph.h"
 
 #include <math.h>
+#include <stdint.h>
 #include <string.h>
 
 #include "error.h"
@@ -14,7 +15,8 @@ typedef struct {
 
 static size_t max_sz(size_t a, size_t b) { return a > b ? a : b; }
 
-static bsq_status setup(bsq_context *ctx, int seqs, int frames, buffers *b, bsq_error *err)
+static bsq_status setup(bsq_context *ctx, int slot, int seqs, int frames, buffers *b,
+                        bsq_error *err)
 {
     const bsq_config *c = &ctx->model->cfg;
     b->P = (c->image_height / c->patch_size) * (c->image_width / c->patch_size);
@@ -29,7 +31,7 @@ static bsq_status setup(bsq_context *ctx, int seqs, int frames, buffers *b, bsq_
     size_t need = R * ((size_t)b->P3 * 2 + (size_t)b->D * 6 + max_sz((size_t)b->M, (size_t)b->F) +
                        (size_t)b->L) + 16 * 8;
     float *ws;
-    bsq_status st = bsq_context_workspace(ctx, need, &ws, err);
+    bsq_status st = bsq_context_workspace(ctx, slot, need, &ws, err);
     if (st != BSQ_OK)
         return st;
     /* carve, keeping 64-byte alignment */
@@ -50,7 +52,9 @@ int bsq_graph_chunk(const bsq_context *ctx, int frames)
 {
     const bsq_config *c = &ctx->model->cfg;
     int per = frames * (c->image_height / c->patch_size) * (c->image_width / c->patch_size);
-    size_t rows = ctx->be->ops->preferred_rows ? ctx->be->ops->preferred_rows : 8192;
+    size_t rows = ctx->chunk_rows          ? ctx->chunk_rows
+                  : ctx->be->ops->preferred_rows ? ctx->be->ops->preferred_rows
+                                                 : 8192;
     int n = (int)(rows / (size_t)per);
     return n < 1 ? 1 : n;
 }
@@ -170,58 +174,141 @@ static bsq_status check_frames(bsq_context *ctx, int seqs, int frames, int t0, b
     return BSQ_OK;
 }
 
-bsq_status bsq_graph_encode(bsq_context *ctx, const float *pix, int seqs, int frames, int t0,
-                            bsq_kv *kv, uint64_t *idx, float *z, const bsq_taps *taps,
-                            bsq_error *err)
+/* A key for the backend's recorded work (replay): the call's kind, sizes
+ * and every buffer its ops touch. */
+static uint64_t graph_key(const uint64_t *v, int n)
+{
+    uint64_t h = 1469598103934665603ull; /* FNV-1a */
+    for (int i = 0; i < n; i++)
+        for (int j = 0; j < 8; j++)
+            h = (h ^ ((v[i] >> (8 * j)) & 0xff)) * 1099511628211ull;
+    return h;
+}
+
+/* How one graph call runs: `slot` names the workspace; `piped` when the
+ * call is a chunk of a pipeline whose host buffers are the context's own
+ * (pinned, untouched until bsq_graph_finish), so the backend may overlap
+ * it with the other slot and replay recorded work. */
+typedef struct {
+    int slot, piped;
+} run_mode;
+
+static bsq_status encode_run(bsq_context *ctx, run_mode m, const float *pix, int seqs, int frames,
+                             int t0, bsq_kv *kv, uint64_t *idx, float *z, const bsq_taps *taps,
+                             bsq_error *err)
 {
     const bsq_config *c = &ctx->model->cfg;
     bsq_backend *be = ctx->be;
     const bsq_backend_ops *op = be->ops;
     buffers b;
     bsq_status st = check_frames(ctx, seqs, frames, t0, kv, err);
-    if (st != BSQ_OK || (st = setup(ctx, seqs, frames, &b, err)) != BSQ_OK)
+    if (st != BSQ_OK || (st = setup(ctx, m.slot, seqs, frames, &b, err)) != BSQ_OK)
         return st;
     const int gh = c->image_height / c->patch_size, gw = c->image_width / c->patch_size;
+    const int piped = m.piped && op->begin, keyed = m.piped && op->replay && !taps && !kv;
 
+    if (piped)
+        op->begin(be, m.slot);
     op->upload(be, b.pix, pix, b.rows * b.P3);
-    op->patchify(be, b.pix, b.tok, seqs, frames, gh, gw, c->patch_size);
-    op->linear(be, b.tok, ctx->w.embed_w, NULL, b.x, b.rows, b.P3, b.D);
-    run_stack(ctx, &ctx->w.enc, &b, seqs, t0, kv);
-    if (taps && taps->encoder_out)
-        op->download(be, taps->encoder_out, b.x, b.rows * b.D);
-    op->linear(be, b.x, ctx->w.quant_w, ctx->w.quant_b, b.v, b.rows, b.D, b.L);
-    if (taps && taps->pre_quant)
-        op->download(be, taps->pre_quant, b.v, b.rows * b.L);
-    /* z reuses the patch buffer, free by now */
-    op->quantize(be, b.v, z ? b.tok : NULL, idx, b.rows, b.L);
+    const uint64_t kv_[] = {1, (uint64_t)seqs, (uint64_t)frames, (uint64_t)(uintptr_t)b.pix,
+                            (uint64_t)(uintptr_t)idx, z != NULL, (uint64_t)(uintptr_t)ctx->weights};
+    const uint64_t key = keyed ? graph_key(kv_, 7) : 0;
+    if (!keyed || !op->replay(be, key)) {
+        op->patchify(be, b.pix, b.tok, seqs, frames, gh, gw, c->patch_size);
+        op->linear(be, b.tok, ctx->w.embed_w, NULL, b.x, b.rows, b.P3, b.D);
+        run_stack(ctx, &ctx->w.enc, &b, seqs, t0, kv);
+        if (taps && taps->encoder_out)
+            op->download(be, taps->encoder_out, b.x, b.rows * b.D);
+        op->linear(be, b.x, ctx->w.quant_w, ctx->w.quant_b, b.v, b.rows, b.D, b.L);
+        if (taps && taps->pre_quant)
+            op->download(be, taps->pre_quant, b.v, b.rows * b.L);
+        /* z reuses the patch buffer, free by now */
+        op->quantize(be, b.v, z ? b.tok : NULL, idx, b.rows, b.L);
+        if (keyed)
+            op->record_end(be, key);
+    }
     if (z)
         op->download(be, z, b.tok, b.rows * b.L);
-    return op->sync(be, err);
+    if (piped)
+        op->end(be, m.slot);
+    return BSQ_OK;
+}
+
+static bsq_status decode_run(bsq_context *ctx, run_mode m, const uint64_t *idx, int seqs,
+                             int frames, int t0, bsq_kv *kv, float *pix, const bsq_taps *taps,
+                             bsq_error *err)
+{
+    const bsq_config *c = &ctx->model->cfg;
+    bsq_backend *be = ctx->be;
+    const bsq_backend_ops *op = be->ops;
+    buffers b;
+    bsq_status st = check_frames(ctx, seqs, frames, t0, kv, err);
+    if (st != BSQ_OK || (st = setup(ctx, m.slot, seqs, frames, &b, err)) != BSQ_OK)
+        return st;
+    const int gh = c->image_height / c->patch_size, gw = c->image_width / c->patch_size;
+    const int piped = m.piped && op->begin, keyed = m.piped && op->replay && !taps && !kv;
+
+    if (piped)
+        op->begin(be, m.slot);
+    const uint64_t kv_[] = {2, (uint64_t)seqs, (uint64_t)frames, (uint64_t)(uintptr_t)b.pix,
+                            (uint64_t)(uintptr_t)idx, (uint64_t)(uintptr_t)ctx->weights};
+    const uint64_t key = keyed ? graph_key(kv_, 6) : 0;
+    if (!keyed || !op->replay(be, key)) {
+        op->dequantize(be, idx, b.v, b.rows, b.L);
+        op->linear(be, b.v, ctx->w.post_w, ctx->w.post_b, b.x, b.rows, b.L, b.D);
+        run_stack(ctx, &ctx->w.dec, &b, seqs, t0, kv);
+        op->linear(be, b.x, ctx->w.ffn_w, ctx->w.ffn_b, b.mlp, b.rows, b.D, b.F);
+        op->tanh(be, b.mlp, b.rows * b.F);
+        op->linear(be, b.mlp, ctx->w.out_w, ctx->w.out_b, b.tok, b.rows, b.F, b.P3);
+        if (taps && taps->decoder_out) {
+            op->unpatchify(be, b.tok, b.pix, seqs, frames, gh, gw, c->patch_size, 0);
+            op->download(be, taps->decoder_out, b.pix, b.rows * b.P3);
+        }
+        op->unpatchify(be, b.tok, b.pix, seqs, frames, gh, gw, c->patch_size, 1);
+        if (keyed)
+            op->record_end(be, key);
+    }
+    op->download(be, pix, b.pix, b.rows * b.P3);
+    if (piped)
+        op->end(be, m.slot);
+    return BSQ_OK;
+}
+
+bsq_status bsq_graph_encode(bsq_context *ctx, const float *pix, int seqs, int frames, int t0,
+                            bsq_kv *kv, uint64_t *idx, float *z, const bsq_taps *taps,
+                            bsq_error *err)
+{
+    run_mode m = {0, 0};
+    bsq_status st = encode_run(ctx, m, pix, seqs, frames, t0, kv, idx, z, taps, err);
+    return st != BSQ_OK ? st : ctx->be->ops->sync(ctx->be, err);
 }
 
 bsq_status bsq_graph_decode(bsq_context *ctx, const uint64_t *idx, int seqs, int frames, int t0,
                             bsq_kv *kv, float *pix, const bsq_taps *taps, bsq_error *err)
 {
-    const bsq_config *c = &ctx->model->cfg;
-    bsq_backend *be = ctx->be;
-    const bsq_backend_ops *op = be->ops;
-    buffers b;
-    bsq_status st = check_frames(ctx, seqs, frames, t0, kv, err);
-    if (st != BSQ_OK || (st = setup(ctx, seqs, frames, &b, err)) != BSQ_OK)
-        return st;
-    const int gh = c->image_height / c->patch_size, gw = c->image_width / c->patch_size;
-
-    op->dequantize(be, idx, b.v, b.rows, b.L);
-    op->linear(be, b.v, ctx->w.post_w, ctx->w.post_b, b.x, b.rows, b.L, b.D);
-    run_stack(ctx, &ctx->w.dec, &b, seqs, t0, kv);
-    op->linear(be, b.x, ctx->w.ffn_w, ctx->w.ffn_b, b.mlp, b.rows, b.D, b.F);
-    op->tanh(be, b.mlp, b.rows * b.F);
-    op->linear(be, b.mlp, ctx->w.out_w, ctx->w.out_b, b.tok, b.rows, b.F, b.P3);
-    if (taps && taps->decoder_out) {
-        op->unpatchify(be, b.tok, b.pix, seqs, frames, gh, gw, c->patch_size, 0);
-        op->download(be, taps->decoder_out, b.pix, b.rows * b.P3);
-    }
-    op->unpatchify(be, b.tok, b.pix, seqs, frames, gh, gw, c->patch_size, 1);
-    op->download(be, pix, b.pix, b.rows * b.P3);
-    return op->sync(be, err);
+    run_mode m = {0, 0};
+    bsq_status st = decode_run(ctx, m, idx, seqs, frames, t0, kv, pix, taps, err);
+    return st != BSQ_OK ? st : ctx->be->ops->sync(ctx->be, err);
 }
+
+bsq_status bsq_graph_encode_queue(bsq_context *ctx, int slot, const float *pix, int seqs,
+                                  int frames, uint64_t *idx, float *z, bsq_error *err)
+{
+    run_mode m = {slot, 1};
+    return encode_run(ctx, m, pix, seqs, frames, 0, NULL, idx, z, NULL, err);
+}
+
+bsq_status bsq_graph_decode_queue(bsq_context *ctx, int slot, const uint64_t *idx, int seqs,
+                                  int frames, float *pix, bsq_error *err)
+{
+    run_mode m = {slot, 1};
+    return decode_run(ctx, m, idx, seqs, frames, 0, NULL, pix, NULL, err);
+}
+
+bsq_status bsq_graph_finish(bsq_context *ctx, int slot, bsq_error *err)
+{
+    const bsq_backend_ops *op = ctx->be->ops;
+    return op->finish ? op->finish(ctx->be, slot, err) : op->sync(ctx->be, err);
+}
+
+int bsq_graph_slots(const bsq_context *ctx) { return ctx->be->ops->begin ? 2 : 1; }

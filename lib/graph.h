@@ -32,6 +32,21 @@ bsq_status bsq_graph_encode(bsq_context *ctx, const float *pix, int seqs, int fr
 bsq_status bsq_graph_decode(bsq_context *ctx, const uint64_t *idx, int seqs, int frames, int t0,
                             bsq_kv *kv, float *pix, const bsq_taps *taps, bsq_error *err);
 
+/* A pipeline of chunks (whole clips from frame 0, no cache): queue a chunk
+ * in slot 0 or 1, then bsq_graph_finish(slot) before its host buffers are
+ * reused or read. pix, idx and z must be the context's host buffers
+ * (bsq_context_host), which the backend may copy from and to while the
+ * other slot computes, and whose work it may record and replay. On a
+ * backend that does not queue, the chunk runs when queued. */
+bsq_status bsq_graph_encode_queue(bsq_context *ctx, int slot, const float *pix, int seqs,
+                                  int frames, uint64_t *idx, float *z, bsq_error *err);
+bsq_status bsq_graph_decode_queue(bsq_context *ctx, int slot, const uint64_t *idx, int seqs,
+                                  int frames, float *pix, bsq_error *err);
+/* Waits for the chunk of `slot`; reports the first failure since the last report. */
+bsq_status bsq_graph_finish(bsq_context *ctx, int slot, bsq_error *err);
+/* Slots worth using: 2 where the backend queues work, else 1. */
+int bsq_graph_slots(const bsq_context *ctx);
+
 /* Sequences per graph call that keep the workspace moderate. */
 int bsq_graph_chunk(const bsq_context *ctx, int frames);
 

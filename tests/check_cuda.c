@@ -23,8 +23,10 @@
 
 #ifdef BSQ_CUDA_EMULATE
 #define GPU_CREATE bsq_backend_cuda_emu_create
+#define GPU_GRAPH_COUNTS bsq_backend_cuda_emu_graph_counts
 #else
 #define GPU_CREATE bsq_backend_cuda_create
+#define GPU_GRAPH_COUNTS bsq_backend_cuda_graph_counts
 #endif
 
 /* max |got - ref| / max |ref|: a product's error relative to its scale */
@@ -570,6 +572,80 @@ START_TEST(test_codec_roundtrip)
 }
 END_TEST
 
+/* Many chunks per call (a small chunk size): the pipeline overlaps them in
+ * two slots, and from their second occurrence the chunks' shapes run as
+ * recorded CUDA graphs. In the emulator, queued work runs as late as CUDA
+ * allows, so a missing wait or a buffer reused too early changes results.
+ * Three calls each (plain, captured, replayed) against the CPU. */
+START_TEST(test_pipeline)
+{
+    bsq_error err;
+    char *wpath = tu_path(tu_data_dir(), "bsqvit-parity/img32_w64_l2_L18g9.weights.safetensors");
+    bsq_model *model;
+    ck_assert_msg(bsq_model_open(wpath, NULL, &model, &err) == BSQ_OK, "%s", err.message);
+    const bsq_config *cfg = bsq_model_config(model);
+    const int B = 2, H = 50, W = 70; /* 2 x 3 tiles of 32 x 32 each */
+    const int P = (cfg->image_height / cfg->patch_size) * (cfg->image_width / cfg->patch_size);
+    const size_t npix = (size_t)B * 3 * H * W;
+    float *img = random_floats(npix, 303, -1, 1);
+    bsq_context *cpu;
+    bsq_context_options co = {.threads = 1, .device = "cpu"};
+    ck_assert_msg(bsq_context_create(model, &co, &cpu, &err) == BSQ_OK, "%s", err.message);
+    bsq_tokens *ref;
+    ck_assert_msg(bsq_encode(cpu, img, B, 1, H, W, &ref, &err) == BSQ_OK, "%s", err.message);
+    const size_t count = bsq_tokens_layout(ref)->count;
+    float *ref_pix = fmalloc(npix), *pix = fmalloc(npix), *first = fmalloc(npix);
+    ck_assert_msg(bsq_decode(cpu, ref, ref_pix, &err) == BSQ_OK, "%s", err.message);
+    for (int fp32 = 1; fp32 >= 0; fp32--) {
+        bsq_backend *be = gpu(fp32);
+        bsq_context *g;
+        ck_assert_msg(bsq_context_create_on(model, be, &g, &err) == BSQ_OK, "%s", err.message);
+        g->chunk_rows = (size_t)5 * P; /* 12 tiles: chunks of 5, 5, 2 */
+        bsq_tokens *t0 = NULL;
+        for (int rep = 0; rep < 3; rep++) {
+            bsq_tokens *t;
+            ck_assert_msg(bsq_encode(g, img, B, 1, H, W, &t, &err) == BSQ_OK, "%s", err.message);
+            size_t bits = 0;
+            for (size_t i = 0; i < count; i++)
+                bits += (size_t)__builtin_popcountll(bsq_tokens_indices(t)[i] ^ bsq_tokens_indices(ref)[i]);
+            ck_assert_msg(bsq_decode(g, t, pix, &err) == BSQ_OK, "%s", err.message);
+            double e = tu_max_abs_diff(pix, ref_pix, npix);
+            printf("  pipeline %s call %d: %zu of %zu bits differ from the CPU's; decode max|diff| "
+                   "%.2e\n", fp32 ? "fp32" : "bf16", rep + 1, bits, count * cfg->L, e);
+            if (fp32) {
+                ck_assert_uint_eq(bits, 0);
+                ck_assert(e <= 1e-4);
+            } else { /* bf16 flips bits where |z| is small (test_parity bounds them) */
+                ck_assert(bits <= count * cfg->L / 100);
+            }
+            if (rep == 0) {
+                t0 = t;
+                memcpy(first, pix, npix * sizeof(float));
+            } else { /* recorded and replayed work gives the same bits */
+                ck_assert(memcmp(bsq_tokens_indices(t), bsq_tokens_indices(t0), count * 8) == 0);
+                ck_assert(memcmp(pix, first, npix * sizeof(float)) == 0);
+                bsq_tokens_free(t);
+            }
+        }
+        unsigned long recorded, replayed;
+        GPU_GRAPH_COUNTS(g->be, &recorded, &replayed);
+        printf("  pipeline %s: %lu CUDA graphs recorded, %lu replays\n", fp32 ? "fp32" : "bf16",
+               recorded, replayed);
+        const char *off = getenv("BSQ_CUDA_GRAPHS");
+        if (!off || strcmp(off, "0") != 0) {
+            ck_assert_uint_ge(recorded, 4); /* encode and decode, both slots */
+            ck_assert_uint_ge(replayed, 4);
+        }
+        bsq_tokens_free(t0);
+        bsq_context_destroy(g);
+    }
+    bsq_tokens_free(ref);
+    free(img), free(ref_pix), free(pix), free(first), free(wpath);
+    bsq_context_destroy(cpu);
+    bsq_model_close(model);
+}
+END_TEST
+
 int main(void)
 {
     setvbuf(stdout, NULL, _IOLBF, 0); /* lines survive a failing (forked) test */
@@ -597,6 +673,7 @@ int main(void)
     tcase_add_test(tm, test_parity);
     tcase_add_test(tm, test_stream);
     tcase_add_test(tm, test_codec_roundtrip);
+    tcase_add_test(tm, test_pipeline);
     suite_add_tcase(s, tm);
     SRunner *sr = srunner_create(s);
     srunner_run_all(sr, CK_NORMAL);

@@ -2,6 +2,8 @@
 #include "simt.h"
 
 #include <cstdio>
+#include <deque>
+#include <map>
 #include <memory>
 #include <ucontext.h>
 #include <vector>
@@ -262,9 +264,125 @@ void launch(dim3 grid, dim3 dim, size_t dynamic_smem_bytes, const std::function<
 } // namespace simt
 
 /* ---- runtime ---- */
-struct simt_stream {
-    int unused;
+
+/* One queued piece of work, or a wait for an event (fn empty). */
+struct simt_item {
+    std::function<void()> fn;
+    simt_event *wait = nullptr;
+    uint64_t wait_gen = 0;
 };
+
+struct simt_stream {
+    std::deque<simt_item> q;
+    bool draining = false;
+    simt_graph *capture = nullptr; /* while capturing: where work goes */
+};
+
+struct simt_event {
+    simt_stream *stream = nullptr; /* of the last record */
+    uint64_t recorded = 0, done = 0;
+};
+
+struct simt_graph {
+    std::vector<simt_item> items;
+};
+
+namespace {
+
+/* The emulated device: its streams, allocations and pinned host buffers. */
+struct Device {
+    std::vector<simt_stream *> streams;
+    std::map<uintptr_t, size_t> device_mem, pinned;
+    int captures = 0;
+};
+Device &device()
+{
+    static Device d;
+    return d;
+}
+
+bool inside(const std::map<uintptr_t, size_t> &m, const void *p, size_t bytes)
+{
+    uintptr_t a = (uintptr_t)p;
+    auto it = m.upper_bound(a);
+    if (it == m.begin())
+        return false;
+    --it;
+    return a >= it->first && a + bytes <= it->first + it->second;
+}
+
+void no_capture(const char *what)
+{
+    if (device().captures) {
+        char msg[160];
+        snprintf(msg, sizeof msg, "%s during a stream capture (not permitted on a device)", what);
+        simt::fail(msg);
+    }
+}
+
+void run_one(simt_stream *s);
+
+/* Runs s's queue until `done` holds or the queue is empty. */
+template <class Pred> void drain(simt_stream *s, Pred done)
+{
+    if (s->draining)
+        simt::fail("streams wait for each other: deadlock");
+    s->draining = true;
+    while (!done() && !s->q.empty())
+        run_one(s);
+    s->draining = false;
+}
+
+void wait_event(simt_event *e, uint64_t gen)
+{
+    if (e->done >= gen)
+        return;
+    drain(e->stream, [&] { return e->done >= gen; });
+    if (e->done < gen)
+        simt::fail("an event waited for was never reached");
+}
+
+void run_one(simt_stream *s)
+{
+    simt_item it = std::move(s->q.front());
+    s->q.pop_front();
+    if (it.wait)
+        wait_event(it.wait, it.wait_gen);
+    if (it.fn)
+        it.fn();
+}
+
+void drain_all()
+{
+    for (simt_stream *s : device().streams)
+        drain(s, [] { return false; });
+}
+
+void push(simt_stream *s, simt_item it)
+{
+    if (s->capture) {
+        if (it.wait)
+            simt::fail("an event wait inside a stream capture");
+        s->capture->items.push_back(std::move(it));
+    } else {
+        s->q.push_back(std::move(it));
+    }
+}
+
+} // namespace
+
+void simt::enqueue(cudaStream_t s, std::function<void()> work)
+{
+    if (!s) { /* the legacy default stream: after everything, at once */
+        no_capture("work on the default stream");
+        drain_all();
+        work();
+        return;
+    }
+    simt_item it;
+    it.fn = std::move(work);
+    push(s, std::move(it));
+}
 
 const char *cudaGetErrorString(cudaError_t e)
 {
@@ -274,6 +392,7 @@ const char *cudaGetErrorString(cudaError_t e)
     case cudaErrorMemoryAllocation: return "out of memory";
     case cudaErrorNoDevice: return "no CUDA-capable device is detected";
     case cudaErrorInvalidDevice: return "invalid device ordinal";
+    case cudaErrorStreamCaptureUnsupported: return "operation not permitted when stream is capturing";
     }
     return "unknown error";
 }
@@ -298,38 +417,188 @@ cudaError_t cudaGetDeviceProperties(cudaDeviceProp *p, int d)
 }
 cudaError_t cudaMalloc(void **p, size_t bytes)
 {
+    no_capture("cudaMalloc");
     *p = malloc(bytes ? bytes : 1);
-    return *p ? cudaSuccess : cudaErrorMemoryAllocation;
+    if (!*p)
+        return cudaErrorMemoryAllocation;
+    device().device_mem[(uintptr_t)*p] = bytes ? bytes : 1;
+    return cudaSuccess;
 }
+/* Frees wait for all queued work, as cudaFree synchronizes the device. */
 cudaError_t cudaFree(void *p)
 {
+    no_capture("cudaFree");
+    if (!p)
+        return cudaSuccess;
+    drain_all();
+    if (!device().device_mem.erase((uintptr_t)p))
+        simt::fail("cudaFree of a pointer cudaMalloc did not return");
     free(p);
     return cudaSuccess;
 }
-cudaError_t cudaMallocHost(void **p, size_t bytes) { return cudaMalloc(p, bytes); }
-cudaError_t cudaFreeHost(void *p) { return cudaFree(p); }
-cudaError_t cudaMemcpyAsync(void *dst, const void *src, size_t bytes, cudaMemcpyKind, cudaStream_t)
+cudaError_t cudaMallocHost(void **p, size_t bytes)
 {
-    if (bytes)
-        memmove(dst, src, bytes);
+    no_capture("cudaMallocHost");
+    *p = malloc(bytes ? bytes : 1);
+    if (!*p)
+        return cudaErrorMemoryAllocation;
+    device().pinned[(uintptr_t)*p] = bytes ? bytes : 1;
     return cudaSuccess;
 }
-cudaError_t cudaMemsetAsync(void *dst, int v, size_t bytes, cudaStream_t)
+cudaError_t cudaFreeHost(void *p)
 {
-    memset(dst, v, bytes);
+    no_capture("cudaFreeHost");
+    if (!p)
+        return cudaSuccess;
+    drain_all();
+    if (!device().pinned.erase((uintptr_t)p))
+        simt::fail("cudaFreeHost of a pointer cudaMallocHost did not return");
+    free(p);
+    return cudaSuccess;
+}
+cudaError_t cudaMemcpyAsync(void *dst, const void *src, size_t bytes, cudaMemcpyKind k, cudaStream_t s)
+{
+    const Device &d = device();
+    bool dst_dev = inside(d.device_mem, dst, bytes), src_dev = inside(d.device_mem, src, bytes);
+    if (bytes && ((k == cudaMemcpyHostToDevice && (!dst_dev || src_dev)) ||
+                  (k == cudaMemcpyDeviceToHost && (dst_dev || !src_dev)) ||
+                  (k == cudaMemcpyDeviceToDevice && (!dst_dev || !src_dev))))
+        return cudaErrorInvalidValue;
+    if (s && s->capture && bytes &&
+        ((k == cudaMemcpyHostToDevice && !inside(d.pinned, src, bytes)) ||
+         (k == cudaMemcpyDeviceToHost && !inside(d.pinned, dst, bytes))))
+        simt::fail("a copy from or to pageable host memory inside a stream capture");
+    /* As on a device: from pageable memory the source is staged at the
+     * call; to pageable memory the call returns when the copy is done.
+     * Only pinned memory is truly asynchronous. */
+    if (bytes && k == cudaMemcpyHostToDevice && !inside(d.pinned, src, bytes)) {
+        auto staged = std::make_shared<std::vector<char>>((const char *)src, (const char *)src + bytes);
+        simt::enqueue(s, [=] { memcpy(dst, staged->data(), bytes); });
+        return cudaSuccess;
+    }
+    simt::enqueue(s, [=] {
+        if (bytes)
+            memmove(dst, src, bytes);
+    });
+    if (s && bytes && k == cudaMemcpyDeviceToHost && !inside(d.pinned, dst, bytes))
+        drain(s, [] { return false; });
+    return cudaSuccess;
+}
+cudaError_t cudaMemsetAsync(void *dst, int v, size_t bytes, cudaStream_t s)
+{
+    simt::enqueue(s, [=] { memset(dst, v, bytes); });
     return cudaSuccess;
 }
 cudaError_t cudaStreamCreateWithFlags(cudaStream_t *s, unsigned)
 {
     *s = new simt_stream();
+    device().streams.push_back(*s);
     return cudaSuccess;
 }
 cudaError_t cudaStreamDestroy(cudaStream_t s)
 {
+    if (s->capture)
+        simt::fail("a stream destroyed while capturing");
+    drain(s, [] { return false; });
+    auto &v = device().streams;
+    for (size_t i = 0; i < v.size(); i++)
+        if (v[i] == s) {
+            v.erase(v.begin() + (long)i);
+            break;
+        }
     delete s;
     return cudaSuccess;
 }
-cudaError_t cudaStreamSynchronize(cudaStream_t) { return cudaSuccess; }
+cudaError_t cudaStreamSynchronize(cudaStream_t s)
+{
+    if (s && s->capture)
+        return cudaErrorStreamCaptureUnsupported;
+    if (!s)
+        drain_all();
+    else
+        drain(s, [] { return false; });
+    return cudaSuccess;
+}
+cudaError_t cudaEventCreateWithFlags(cudaEvent_t *e, unsigned)
+{
+    *e = new simt_event();
+    return cudaSuccess;
+}
+cudaError_t cudaEventDestroy(cudaEvent_t e)
+{
+    if (e && e->stream)
+        wait_event(e, e->recorded); /* queued records still point at it */
+    delete e;
+    return cudaSuccess;
+}
+cudaError_t cudaEventRecord(cudaEvent_t e, cudaStream_t s)
+{
+    if (!s)
+        simt::fail("cudaEventRecord on the default stream");
+    if (s->capture)
+        simt::fail("an event recorded inside a stream capture");
+    e->stream = s;
+    uint64_t gen = ++e->recorded;
+    simt::enqueue(s, [e, gen] {
+        if (e->done < gen)
+            e->done = gen;
+    });
+    return cudaSuccess;
+}
+cudaError_t cudaStreamWaitEvent(cudaStream_t s, cudaEvent_t e, unsigned)
+{
+    if (!e->stream) /* never recorded: nothing to wait for */
+        return cudaSuccess;
+    simt_item it;
+    it.wait = e;
+    it.wait_gen = e->recorded;
+    push(s, std::move(it));
+    return cudaSuccess;
+}
+cudaError_t cudaEventSynchronize(cudaEvent_t e)
+{
+    if (e->stream)
+        wait_event(e, e->recorded);
+    return cudaSuccess;
+}
+cudaError_t cudaStreamBeginCapture(cudaStream_t s, cudaStreamCaptureMode)
+{
+    if (s->capture)
+        return cudaErrorInvalidValue;
+    s->capture = new simt_graph();
+    device().captures++;
+    return cudaSuccess;
+}
+cudaError_t cudaStreamEndCapture(cudaStream_t s, cudaGraph_t *g)
+{
+    if (!s->capture)
+        return cudaErrorInvalidValue;
+    *g = s->capture;
+    s->capture = nullptr;
+    device().captures--;
+    return cudaSuccess;
+}
+cudaError_t cudaGraphInstantiate(cudaGraphExec_t *exec, cudaGraph_t g, unsigned long long)
+{
+    *exec = new simt_graph(*g);
+    return cudaSuccess;
+}
+cudaError_t cudaGraphLaunch(cudaGraphExec_t exec, cudaStream_t s)
+{
+    for (const simt_item &it : exec->items)
+        push(s, it);
+    return cudaSuccess;
+}
+cudaError_t cudaGraphExecDestroy(cudaGraphExec_t exec)
+{
+    delete exec;
+    return cudaSuccess;
+}
+cudaError_t cudaGraphDestroy(cudaGraph_t g)
+{
+    delete g;
+    return cudaSuccess;
+}
 cudaError_t cudaGetLastError(void) { return cudaSuccess; }
 cudaError_t cudaMemGetInfo(size_t *free_bytes, size_t *total_bytes)
 {
@@ -339,7 +608,7 @@ cudaError_t cudaMemGetInfo(size_t *free_bytes, size_t *total_bytes)
 
 /* ---- cuBLAS ---- */
 struct simt_cublas {
-    int unused;
+    cudaStream_t stream = nullptr;
 };
 
 cublasStatus_t cublasCreate(cublasHandle_t *h)
@@ -352,9 +621,18 @@ cublasStatus_t cublasDestroy(cublasHandle_t h)
     delete h;
     return CUBLAS_STATUS_SUCCESS;
 }
-cublasStatus_t cublasSetStream(cublasHandle_t, cudaStream_t) { return CUBLAS_STATUS_SUCCESS; }
+cublasStatus_t cublasSetStream(cublasHandle_t h, cudaStream_t s)
+{
+    h->stream = s;
+    return CUBLAS_STATUS_SUCCESS;
+}
 cublasStatus_t cublasSetMathMode(cublasHandle_t, cublasMath_t) { return CUBLAS_STATUS_SUCCESS; }
-cublasStatus_t cublasSetWorkspace(cublasHandle_t, void *, size_t) { return CUBLAS_STATUS_SUCCESS; }
+cublasStatus_t cublasSetWorkspace(cublasHandle_t, void *ws, size_t bytes)
+{
+    if (bytes && !inside(device().device_mem, ws, bytes))
+        return CUBLAS_STATUS_INVALID_VALUE;
+    return CUBLAS_STATUS_SUCCESS;
+}
 const char *cublasGetStatusString(cublasStatus_t s)
 {
     return s == CUBLAS_STATUS_SUCCESS ? "success" : "error";
@@ -377,18 +655,21 @@ cublasStatus_t cublasGemmEx(cublasHandle_t h, cublasOperation_t ta, cublasOperat
     if (lda < (ta == CUBLAS_OP_N ? (m > 1 ? m : 1) : (k > 1 ? k : 1)) ||
         ldb < (tb == CUBLAS_OP_N ? (k > 1 ? k : 1) : (n > 1 ? n : 1)) || ldc < (m > 1 ? m : 1))
         return CUBLAS_STATUS_INVALID_VALUE;
+    /* alpha and beta are read now (host pointer mode), the rest when it runs */
     const float al = *(const float *)alpha, be = *(const float *)beta;
-    float *c = (float *)C;
-    for (int j = 0; j < n; j++)
-        for (int i = 0; i < m; i++) {
-            double s = 0;
-            for (int p = 0; p < k; p++) {
-                float a = elem(A, at, ta == CUBLAS_OP_N ? (size_t)p * lda + i : (size_t)i * lda + p);
-                float b = elem(B, bt, tb == CUBLAS_OP_N ? (size_t)j * ldb + p : (size_t)p * ldb + j);
-                s += (double)a * b;
+    simt::enqueue(h->stream, [=] {
+        float *c = (float *)C;
+        for (int j = 0; j < n; j++)
+            for (int i = 0; i < m; i++) {
+                double s = 0;
+                for (int p = 0; p < k; p++) {
+                    float a = elem(A, at, ta == CUBLAS_OP_N ? (size_t)p * lda + i : (size_t)i * lda + p);
+                    float b = elem(B, bt, tb == CUBLAS_OP_N ? (size_t)j * ldb + p : (size_t)p * ldb + j);
+                    s += (double)a * b;
+                }
+                float *o = c + (size_t)j * ldc + i;
+                *o = (float)(al * s + (be != 0.0f ? be * *o : 0.0));
             }
-            float *o = c + (size_t)j * ldc + i;
-            *o = (float)(al * s + (be != 0.0f ? be * *o : 0.0));
-        }
+    });
     return CUBLAS_STATUS_SUCCESS;
 }

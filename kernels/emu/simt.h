@@ -14,11 +14,22 @@
  *    leading-dimension rules the hardware imposes; stores wait for the
  *    warp's other lanes, as the warp stores in lock-step on a device;
  *  - the CUDA runtime calls of kernels/backend_cuda.cu (memory is host
- *    memory, streams run synchronously) and the cuBLAS GEMMs it makes, with
- *    cuBLAS's column-major semantics, so argument mix-ups are caught.
+ *    memory) and the cuBLAS GEMMs it makes, with cuBLAS's column-major
+ *    semantics, so argument mix-ups are caught;
+ *  - streams as queues that run as late as the program allows: work waits
+ *    until the host synchronizes with its stream (or an event after it),
+ *    or another stream waits for one of its events. So a host buffer
+ *    reused before its copy ran, a result read before a sync, or a missing
+ *    wait between two streams gives wrong data in the tests, as it can on
+ *    a device;
+ *  - CUDA graphs by stream capture: captured work is recorded, not run;
+ *    allocation, freeing, synchronization, events and copies from pageable
+ *    host memory during a capture abort with a message, as they fail on a
+ *    device.
  *
- * It does not model timing, races or memory ordering: it checks indexing,
- * shared-memory layouts, masking and arithmetic, not performance. */
+ * It does not model timing or memory ordering within a kernel: it checks
+ * indexing, shared-memory layouts, masking, arithmetic and the ordering of
+ * queued work, not performance. */
 #ifndef BSQ_SIMT_H
 #define BSQ_SIMT_H
 
@@ -208,6 +219,7 @@ typedef enum {
     cudaErrorMemoryAllocation = 2,
     cudaErrorNoDevice = 100,
     cudaErrorInvalidDevice = 101,
+    cudaErrorStreamCaptureUnsupported = 900,
 } cudaError_t;
 typedef enum {
     cudaMemcpyHostToHost = 0,
@@ -218,6 +230,9 @@ typedef enum {
 } cudaMemcpyKind;
 typedef struct simt_stream *cudaStream_t;
 typedef struct simt_event *cudaEvent_t;
+typedef struct simt_graph *cudaGraph_t;
+typedef struct simt_graph *cudaGraphExec_t;
+typedef enum { cudaStreamCaptureModeGlobal = 0, cudaStreamCaptureModeThreadLocal = 1 } cudaStreamCaptureMode;
 struct cudaDeviceProp {
     char name[256];
     int major, minor;
@@ -227,6 +242,7 @@ struct cudaDeviceProp {
 };
 enum cudaFuncAttribute { cudaFuncAttributeMaxDynamicSharedMemorySize = 8 };
 #define cudaStreamNonBlocking 0x01
+#define cudaEventDisableTiming 0x02
 
 const char *cudaGetErrorString(cudaError_t e);
 cudaError_t cudaGetDeviceCount(int *n);
@@ -241,12 +257,34 @@ cudaError_t cudaMemsetAsync(void *dst, int v, size_t bytes, cudaStream_t s);
 cudaError_t cudaStreamCreateWithFlags(cudaStream_t *s, unsigned flags);
 cudaError_t cudaStreamDestroy(cudaStream_t s);
 cudaError_t cudaStreamSynchronize(cudaStream_t s);
+cudaError_t cudaStreamWaitEvent(cudaStream_t s, cudaEvent_t e, unsigned flags);
+cudaError_t cudaEventCreateWithFlags(cudaEvent_t *e, unsigned flags);
+cudaError_t cudaEventDestroy(cudaEvent_t e);
+cudaError_t cudaEventRecord(cudaEvent_t e, cudaStream_t s);
+cudaError_t cudaEventSynchronize(cudaEvent_t e);
+cudaError_t cudaStreamBeginCapture(cudaStream_t s, cudaStreamCaptureMode mode);
+cudaError_t cudaStreamEndCapture(cudaStream_t s, cudaGraph_t *g);
+cudaError_t cudaGraphInstantiate(cudaGraphExec_t *exec, cudaGraph_t g, unsigned long long flags);
+cudaError_t cudaGraphLaunch(cudaGraphExec_t exec, cudaStream_t s);
+cudaError_t cudaGraphExecDestroy(cudaGraphExec_t exec);
+cudaError_t cudaGraphDestroy(cudaGraph_t g);
 cudaError_t cudaGetLastError(void);
 cudaError_t cudaMemGetInfo(size_t *free_bytes, size_t *total_bytes);
 template <class F> static inline cudaError_t cudaFuncSetAttribute(F *, cudaFuncAttribute, int)
 {
     return cudaSuccess;
 }
+
+namespace simt {
+/* Queues work on a stream (run later, see above). */
+void enqueue(cudaStream_t s, std::function<void()> work);
+/* A kernel launch: the arguments are evaluated now, as a launch copies them. */
+template <class K, class... A>
+void launch_async(cudaStream_t s, dim3 grid, dim3 block, size_t smem, K kernel, A... args)
+{
+    enqueue(s, [=] { launch(grid, block, smem, [&] { kernel(args...); }); });
+}
+} // namespace simt
 
 /* ---- the cuBLAS subset ---- */
 typedef struct simt_cublas *cublasHandle_t;
@@ -279,7 +317,7 @@ cublasStatus_t cublasGemmEx(cublasHandle_t h, cublasOperation_t ta, cublasOperat
                             cublasGemmAlgo_t algo);
 
 #define BSQ_LAUNCH(kernel, grid, block, smem, stream, ...)                                         \
-    ((void)(stream), simt::launch((grid), (block), (smem), [&] { kernel(__VA_ARGS__); }))
+    simt::launch_async((stream), dim3(grid), dim3(block), (size_t)(smem), kernel, __VA_ARGS__)
 #define BSQ_DYNAMIC_SMEM(name) char *name = (char *)simt::dynamic_smem()
 
 #endif
