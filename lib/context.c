@@ -57,7 +57,13 @@ bsq_status bsq_context_create_on(const bsq_model *model, bsq_backend *be, bsq_co
     return BSQ_OK;
 }
 
-static void host_release(bsq_context *ctx, void *p)
+void *bsq_context_host_alloc(bsq_context *ctx, size_t bytes)
+{
+    const bsq_backend_ops *op = ctx->be->ops;
+    return op->host_alloc ? op->host_alloc(ctx->be, bytes ? bytes : 1) : malloc(bytes ? bytes : 1);
+}
+
+void bsq_context_host_free(bsq_context *ctx, void *p)
 {
     if (p && ctx->be && ctx->be->ops->host_free)
         ctx->be->ops->host_free(ctx->be, p);
@@ -78,7 +84,7 @@ void bsq_context_destroy(bsq_context *ctx)
     }
     bsq_model_w_free(&ctx->w);
     for (int i = 0; i < 6; i++)
-        host_release(ctx, ctx->host[i]);
+        bsq_context_host_free(ctx, ctx->host[i]);
     if (ctx->be)
         ctx->be->ops->destroy(ctx->be);
     free(ctx);
@@ -87,10 +93,8 @@ void bsq_context_destroy(bsq_context *ctx)
 void *bsq_context_host(bsq_context *ctx, int which, size_t bytes)
 {
     if (bytes > ctx->host_len[which]) {
-        host_release(ctx, ctx->host[which]);
-        const bsq_backend_ops *op = ctx->be->ops;
-        ctx->host[which] = op->host_alloc ? op->host_alloc(ctx->be, bytes ? bytes : 1)
-                                          : malloc(bytes ? bytes : 1);
+        bsq_context_host_free(ctx, ctx->host[which]);
+        ctx->host[which] = bsq_context_host_alloc(ctx, bytes);
         ctx->host_len[which] = ctx->host[which] ? bytes : 0;
     }
     return ctx->host[which];

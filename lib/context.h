@@ -33,6 +33,11 @@ bsq_status bsq_context_create_on(const bsq_model *model, bsq_backend *be, bsq_co
  * of memory. */
 void *bsq_context_host(bsq_context *ctx, int which, size_t bytes);
 
+/* Host memory the backend copies from and to fastest (pinned on a GPU),
+ * owned by the caller; NULL when out of memory. */
+void *bsq_context_host_alloc(bsq_context *ctx, size_t bytes);
+void bsq_context_host_free(bsq_context *ctx, void *p);
+
 /* Ensures the workspace of pipeline slot `slot` (0 or 1) holds at least
  * `count` floats. */
 bsq_status bsq_context_workspace(bsq_context *ctx, int slot, size_t count, float **out,

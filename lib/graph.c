@@ -186,11 +186,12 @@ static uint64_t graph_key(const uint64_t *v, int n)
 }
 
 /* How one graph call runs: `slot` names the workspace; `piped` when the
- * call is a chunk of a pipeline whose host buffers are the context's own
- * (pinned, untouched until bsq_graph_finish), so the backend may overlap
- * it with the other slot and replay recorded work. */
+ * call is a chunk of a pipeline (its host buffers untouched until
+ * bsq_graph_finish), so the backend may overlap it with the other slot;
+ * `pinned` when its host buffers come from the backend's host_alloc, so the
+ * backend may record the work and replay it. */
 typedef struct {
-    int slot, piped;
+    int slot, piped, pinned;
 } run_mode;
 
 static bsq_status encode_run(bsq_context *ctx, run_mode m, const float *pix, int seqs, int frames,
@@ -205,14 +206,15 @@ static bsq_status encode_run(bsq_context *ctx, run_mode m, const float *pix, int
     if (st != BSQ_OK || (st = setup(ctx, m.slot, seqs, frames, &b, err)) != BSQ_OK)
         return st;
     const int gh = c->image_height / c->patch_size, gw = c->image_width / c->patch_size;
-    const int piped = m.piped && op->begin, keyed = m.piped && op->replay && !taps && !kv;
+    const int piped = m.piped && op->begin, keyed = m.pinned && op->replay && !taps;
 
     if (piped)
         op->begin(be, m.slot);
     op->upload(be, b.pix, pix, b.rows * b.P3);
     const uint64_t kv_[] = {1, (uint64_t)seqs, (uint64_t)frames, (uint64_t)(uintptr_t)b.pix,
-                            (uint64_t)(uintptr_t)idx, z != NULL, (uint64_t)(uintptr_t)ctx->weights};
-    const uint64_t key = keyed ? graph_key(kv_, 7) : 0;
+                            (uint64_t)(uintptr_t)idx, z != NULL, (uint64_t)(uintptr_t)ctx->weights,
+                            (uint64_t)t0, (uint64_t)(uintptr_t)(kv ? kv->block : NULL)};
+    const uint64_t key = keyed ? graph_key(kv_, 9) : 0;
     if (!keyed || !op->replay(be, key)) {
         op->patchify(be, b.pix, b.tok, seqs, frames, gh, gw, c->patch_size);
         op->linear(be, b.tok, ctx->w.embed_w, NULL, b.x, b.rows, b.P3, b.D);
@@ -246,13 +248,14 @@ static bsq_status decode_run(bsq_context *ctx, run_mode m, const uint64_t *idx, 
     if (st != BSQ_OK || (st = setup(ctx, m.slot, seqs, frames, &b, err)) != BSQ_OK)
         return st;
     const int gh = c->image_height / c->patch_size, gw = c->image_width / c->patch_size;
-    const int piped = m.piped && op->begin, keyed = m.piped && op->replay && !taps && !kv;
+    const int piped = m.piped && op->begin, keyed = m.pinned && op->replay && !taps;
 
     if (piped)
         op->begin(be, m.slot);
     const uint64_t kv_[] = {2, (uint64_t)seqs, (uint64_t)frames, (uint64_t)(uintptr_t)b.pix,
-                            (uint64_t)(uintptr_t)idx, (uint64_t)(uintptr_t)ctx->weights};
-    const uint64_t key = keyed ? graph_key(kv_, 6) : 0;
+                            (uint64_t)(uintptr_t)idx, (uint64_t)(uintptr_t)ctx->weights,
+                            (uint64_t)t0, (uint64_t)(uintptr_t)(kv ? kv->block : NULL)};
+    const uint64_t key = keyed ? graph_key(kv_, 8) : 0;
     if (!keyed || !op->replay(be, key)) {
         op->dequantize(be, idx, b.v, b.rows, b.L);
         op->linear(be, b.v, ctx->w.post_w, ctx->w.post_b, b.x, b.rows, b.L, b.D);
@@ -278,7 +281,7 @@ bsq_status bsq_graph_encode(bsq_context *ctx, const float *pix, int seqs, int fr
                             bsq_kv *kv, uint64_t *idx, float *z, const bsq_taps *taps,
                             bsq_error *err)
 {
-    run_mode m = {0, 0};
+    run_mode m = {0, 0, 0};
     bsq_status st = encode_run(ctx, m, pix, seqs, frames, t0, kv, idx, z, taps, err);
     return st != BSQ_OK ? st : ctx->be->ops->sync(ctx->be, err);
 }
@@ -286,22 +289,38 @@ bsq_status bsq_graph_encode(bsq_context *ctx, const float *pix, int seqs, int fr
 bsq_status bsq_graph_decode(bsq_context *ctx, const uint64_t *idx, int seqs, int frames, int t0,
                             bsq_kv *kv, float *pix, const bsq_taps *taps, bsq_error *err)
 {
-    run_mode m = {0, 0};
+    run_mode m = {0, 0, 0};
     bsq_status st = decode_run(ctx, m, idx, seqs, frames, t0, kv, pix, taps, err);
+    return st != BSQ_OK ? st : ctx->be->ops->sync(ctx->be, err);
+}
+
+bsq_status bsq_graph_encode_pinned(bsq_context *ctx, const float *pix, int seqs, int t0,
+                                   bsq_kv *kv, uint64_t *idx, bsq_error *err)
+{
+    run_mode m = {0, 0, 1};
+    bsq_status st = encode_run(ctx, m, pix, seqs, 1, t0, kv, idx, NULL, NULL, err);
+    return st != BSQ_OK ? st : ctx->be->ops->sync(ctx->be, err);
+}
+
+bsq_status bsq_graph_decode_pinned(bsq_context *ctx, const uint64_t *idx, int seqs, int t0,
+                                   bsq_kv *kv, float *pix, bsq_error *err)
+{
+    run_mode m = {0, 0, 1};
+    bsq_status st = decode_run(ctx, m, idx, seqs, 1, t0, kv, pix, NULL, err);
     return st != BSQ_OK ? st : ctx->be->ops->sync(ctx->be, err);
 }
 
 bsq_status bsq_graph_encode_queue(bsq_context *ctx, int slot, const float *pix, int seqs,
                                   int frames, uint64_t *idx, float *z, bsq_error *err)
 {
-    run_mode m = {slot, 1};
+    run_mode m = {slot, 1, 1};
     return encode_run(ctx, m, pix, seqs, frames, 0, NULL, idx, z, NULL, err);
 }
 
 bsq_status bsq_graph_decode_queue(bsq_context *ctx, int slot, const uint64_t *idx, int seqs,
                                   int frames, float *pix, bsq_error *err)
 {
-    run_mode m = {slot, 1};
+    run_mode m = {slot, 1, 1};
     return decode_run(ctx, m, idx, seqs, frames, 0, NULL, pix, NULL, err);
 }
 

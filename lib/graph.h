@@ -32,6 +32,14 @@ bsq_status bsq_graph_encode(bsq_context *ctx, const float *pix, int seqs, int fr
 bsq_status bsq_graph_decode(bsq_context *ctx, const uint64_t *idx, int seqs, int frames, int t0,
                             bsq_kv *kv, float *pix, const bsq_taps *taps, bsq_error *err);
 
+/* One frame at t0 (streaming), as bsq_graph_encode / bsq_graph_decode, with
+ * pix and idx from bsq_context_host_alloc: the backend may record the
+ * work and replay it (the decode's pix may be any host memory). */
+bsq_status bsq_graph_encode_pinned(bsq_context *ctx, const float *pix, int seqs, int t0,
+                                   bsq_kv *kv, uint64_t *idx, bsq_error *err);
+bsq_status bsq_graph_decode_pinned(bsq_context *ctx, const uint64_t *idx, int seqs, int t0,
+                                   bsq_kv *kv, float *pix, bsq_error *err);
+
 /* A pipeline of chunks (whole clips from frame 0, no cache): queue a chunk
  * in slot 0 or 1, then bsq_graph_finish(slot) before its host buffers are
  * reused or read. pix, idx and z must be the context's host buffers

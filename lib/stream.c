@@ -17,8 +17,8 @@ struct bsq_stream {
     int H, W, th, tw, ny, nx, P;
     int pos;       /* next frame's index inside the block */
     bsq_kv kv;
-    float *pix;    /* tiles of one frame [ny*nx][3][th][tw] */
-    uint64_t *idx; /* their tokens, engine order */
+    float *pix;    /* tiles of one frame [ny*nx][3][th][tw] (pinned on a GPU) */
+    uint64_t *idx; /* their tokens, engine order (pinned on a GPU) */
     float *wsum;   /* blend weights [H][W] (decode, tiled) */
 };
 
@@ -45,8 +45,8 @@ bsq_status bsq_stream_create(bsq_context *ctx, bsq_stream_mode mode, int height,
     s->nx = bsq_tile_count(width, s->tw);
     s->P = (s->th / c->patch_size) * (s->tw / c->patch_size);
     size_t tiles = (size_t)s->ny * s->nx;
-    s->pix = malloc(tiles * 3 * s->th * s->tw * sizeof(float));
-    s->idx = malloc(tiles * s->P * sizeof(uint64_t));
+    s->pix = bsq_context_host_alloc(ctx, tiles * 3 * s->th * s->tw * sizeof(float));
+    s->idx = bsq_context_host_alloc(ctx, tiles * s->P * sizeof(uint64_t));
     s->wsum = malloc((size_t)height * width * sizeof(float));
     bsq_status st = BSQ_OK;
     if (!s->pix || !s->idx || !s->wsum)
@@ -67,8 +67,8 @@ void bsq_stream_destroy(bsq_stream *s)
     if (!s)
         return;
     bsq_kv_free(s->ctx, &s->kv);
-    free(s->pix);
-    free(s->idx);
+    bsq_context_host_free(s->ctx, s->pix);
+    bsq_context_host_free(s->ctx, s->idx);
     free(s->wsum);
     free(s);
 }
@@ -100,13 +100,14 @@ bsq_status bsq_stream_encode(bsq_stream *s, const float *frame, bsq_tokens **out
     bsq_status st = bsq_tokens_create(&lay, &tok, err);
     if (st != BSQ_OK)
         return st;
-    /* one frame: engine order (tile, token) equals layout order */
-    st = bsq_graph_encode(s->ctx, s->pix, tiles, 1, s->pos, c->num_frames > 1 ? &s->kv : NULL,
-                          tok->idx, NULL, NULL, err);
+    st = bsq_graph_encode_pinned(s->ctx, s->pix, tiles, s->pos, c->num_frames > 1 ? &s->kv : NULL,
+                                 s->idx, err);
     if (st != BSQ_OK) {
         bsq_tokens_free(tok);
         return st;
     }
+    /* one frame: engine order (tile, token) equals layout order */
+    memcpy(tok->idx, s->idx, (size_t)tiles * s->P * sizeof(uint64_t));
     advance(s);
     *out = tok;
     return BSQ_OK;
@@ -129,9 +130,10 @@ bsq_status bsq_stream_decode(bsq_stream *s, const bsq_tokens *tokens, float *fra
             if (tokens->idx[i] >> c->L)
                 return bsq_fail(err, BSQ_ERR_INVALID_ARGUMENT, "token %zu exceeds %d bits", i, c->L);
     const int direct = tiles == 1 && s->H == s->th && s->W == s->tw;
-    bsq_status st = bsq_graph_decode(s->ctx, tokens->idx, tiles, 1, s->pos,
-                                     c->num_frames > 1 ? &s->kv : NULL, direct ? frame : s->pix,
-                                     NULL, err);
+    memcpy(s->idx, tokens->idx, (size_t)tiles * s->P * sizeof(uint64_t));
+    bsq_status st = bsq_graph_decode_pinned(s->ctx, s->idx, tiles, s->pos,
+                                            c->num_frames > 1 ? &s->kv : NULL,
+                                            direct ? frame : s->pix, err);
     if (st != BSQ_OK)
         return st;
     if (!direct) {

@@ -492,28 +492,48 @@ START_TEST(test_stream)
     float *clip = random_floats(3 * T * plane, 91, -1, 1), *frame = fmalloc(3 * plane);
     bsq_tokens *whole;
     ck_assert_msg(bsq_encode(ctx, clip, 1, T, H, W, &whole, &err) == BSQ_OK, "%s", err.message);
-    bsq_stream *s;
+    float *ref = fmalloc(3 * T * plane), *got = fmalloc(3 * plane);
+    ck_assert_msg(bsq_decode(ctx, whole, ref, &err) == BSQ_OK, "%s", err.message);
+    bsq_stream *s, *d;
     ck_assert_msg(bsq_stream_create(ctx, BSQ_STREAM_ENCODE, H, W, &s, &err) == BSQ_OK, "%s",
+                  err.message);
+    ck_assert_msg(bsq_stream_create(ctx, BSQ_STREAM_DECODE, H, W, &d, &err) == BSQ_OK, "%s",
                   err.message);
     const size_t P = bsq_tokens_layout(whole)->count / T;
     size_t differ = 0;
-    for (int t = 0; t < T; t++) {
+    double e = 0;
+    /* three blocks: frame positions run plainly, then recorded, then replayed */
+    for (int k = 0; k < 3 * T; k++) {
+        const int t = k % T;
         for (int ch = 0; ch < 3; ch++)
             memcpy(frame + ch * plane, clip + ((size_t)ch * T + t) * plane, plane * sizeof(float));
         bsq_tokens *ft;
         ck_assert_msg(bsq_stream_encode(s, frame, &ft, &err) == BSQ_OK, "%s", err.message);
         for (size_t i = 0; i < P; i++)
             differ += bsq_tokens_indices(ft)[i] != bsq_tokens_indices(whole)[t * P + i];
+        ck_assert_msg(bsq_stream_decode(d, ft, got, &err) == BSQ_OK, "%s", err.message);
+        for (int ch = 0; ch < 3; ch++) {
+            double de = tu_max_abs_diff(got + ch * plane, ref + ((size_t)ch * T + t) * plane, plane);
+            e = de > e ? de : e;
+        }
         bsq_tokens_free(ft);
     }
-    printf("  streaming 4 frames through the cache: %zu of %zu tokens differ from the block\n",
-           differ, P * T);
+    unsigned long recorded, replayed;
+    GPU_GRAPH_COUNTS(ctx->be, &recorded, &replayed);
+    printf("  streaming 3 x 4 frames through the cache: %zu of %zu tokens differ from the block; "
+           "decode max|diff| %.2e; %lu CUDA graphs recorded, %lu replays\n",
+           differ, 3 * P * T, e, recorded, replayed);
     ck_assert_uint_eq(differ, 0);
+    ck_assert(e <= 1e-4);
+    const char *off = getenv("BSQ_CUDA_GRAPHS");
+    if (!off || strcmp(off, "0") != 0) /* 4 frame positions, encode and decode */
+        ck_assert(recorded >= 8 && replayed >= 8);
     bsq_stream_destroy(s);
+    bsq_stream_destroy(d);
     bsq_tokens_free(whole);
     bsq_context_destroy(ctx);
     bsq_model_close(model);
-    free(clip), free(frame), free(wpath);
+    free(clip), free(frame), free(ref), free(got), free(wpath);
 }
 END_TEST
 
