@@ -527,6 +527,31 @@ void op_copy2d(bsq_backend *be, float *dst, size_t dst_stride, const float *src,
     check_launch(c, "copy2d");
 }
 
+void op_zero(bsq_backend *be, float *x, size_t count)
+{
+    cuda_be *c = of(be);
+    use(c);
+    check_cuda(c, cudaMemsetAsync(x, 0, count * sizeof(float), c->stream), "zero");
+}
+
+void op_tile_extract(bsq_backend *be, const float *img, float *tiles, const bsq_tile_grid *g,
+                     int s0, int n)
+{
+    cuda_be *c = of(be);
+    use(c);
+    bsqk::tile_extract(c->stream, img, tiles, g, s0, n);
+    check_launch(c, "tile_extract");
+}
+
+void op_tile_blend(bsq_backend *be, const float *tiles, float *img, const bsq_tile_grid *g, int s0,
+                   int n)
+{
+    cuda_be *c = of(be);
+    use(c);
+    bsqk::tile_blend(c->stream, tiles, img, g, s0, n);
+    check_launch(c, "tile_blend");
+}
+
 void op_quantize(bsq_backend *be, float *v, float *z, uint64_t *idx, size_t rows, int L)
 {
     cuda_be *c = of(be);
@@ -653,6 +678,9 @@ extern "C" bsq_status CREATE_FN(int device, int fp32, bsq_backend **out, bsq_err
     o.patchify = op_patchify;
     o.unpatchify = op_unpatchify;
     o.copy2d = op_copy2d;
+    o.zero = op_zero;
+    o.tile_extract = op_tile_extract;
+    o.tile_blend = op_tile_blend;
     o.quantize = op_quantize;
     o.dequantize = op_dequantize;
     c->base.ops = &c->ops;

@@ -37,6 +37,12 @@ void patchify(cudaStream_t s, const float *pix, float *tok, int seqs, int frames
 void unpatchify(cudaStream_t s, const float *tok, float *pix, int seqs, int frames, int gh, int gw,
                 int p, int clamp);
 
+/* tiles.cu */
+void tile_extract(cudaStream_t s, const float *img, float *tiles, const bsq_tile_grid *g, int s0,
+                  int n);
+void tile_blend(cudaStream_t s, const float *tiles, float *img, const bsq_tile_grid *g, int s0,
+                int n);
+
 /* quantize.cu: idx in device memory */
 void quantize(cudaStream_t s, float *v, float *z, uint64_t *idx, size_t rows, int L);
 void dequantize(cudaStream_t s, const uint64_t *idx, float *codes, size_t rows, int L);

@@ -11,6 +11,7 @@
 #include <stdint.h>
 
 #include "bsq.h"
+#include "tile_math.h"
 
 typedef struct bsq_backend bsq_backend;
 
@@ -103,6 +104,16 @@ typedef struct bsq_backend_ops {
     /* dst[r][0..cols) = src[r][0..cols) for `rows` rows with the given strides */
     void (*copy2d)(bsq_backend *be, float *dst, size_t dst_stride, const float *src,
                    size_t src_stride, size_t rows, size_t cols);
+    /* x[0..count) = 0 */
+    void (*zero)(bsq_backend *be, float *x, size_t count);
+    /* Tiles (lib/tile_math.h): tiles [n][3][T][th][tw] of sequences s0 ..
+     * s0+n-1 cut from images [B][3][T][H][W]; and back, blending them into
+     * the images (img += their weighted share: images that started at zero
+     * are complete once every sequence has been blended in). */
+    void (*tile_extract)(bsq_backend *be, const float *img, float *tiles, const bsq_tile_grid *g,
+                         int s0, int n);
+    void (*tile_blend)(bsq_backend *be, const float *tiles, float *img, const bsq_tile_grid *g,
+                       int s0, int n);
     /* BSQ: z = v / max(||v||, 1e-12) per row of L (written to z when not
      * NULL), codes = (z > 0 ? 1 : -1) / sqrt(L) written in place of v, and
      * the MSB-first index of each row to idx (host memory, rows entries). */

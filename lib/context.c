@@ -81,6 +81,8 @@ void bsq_context_destroy(bsq_context *ctx)
                 ctx->be->ops->free(ctx->be, ctx->ws[i]);
         if (ctx->weights)
             ctx->be->ops->free(ctx->be, ctx->weights);
+        if (ctx->images)
+            ctx->be->ops->free(ctx->be, ctx->images);
     }
     bsq_model_w_free(&ctx->w);
     for (int i = 0; i < 6; i++)
@@ -120,4 +122,18 @@ bsq_status bsq_context_workspace(bsq_context *ctx, int slot, size_t count, float
     }
     *out = ctx->ws[slot];
     return BSQ_OK;
+}
+
+float *bsq_context_images(bsq_context *ctx, size_t count)
+{
+    const bsq_backend_ops *op = ctx->be->ops;
+    if (op->host_memory || !op->tile_extract || !op->tile_blend || !op->zero)
+        return NULL;
+    if (count > ctx->images_len) {
+        if (ctx->images)
+            op->free(ctx->be, ctx->images);
+        ctx->images = op->alloc(ctx->be, count);
+        ctx->images_len = ctx->images ? count : 0;
+    }
+    return ctx->images;
 }

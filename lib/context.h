@@ -17,6 +17,8 @@ struct bsq_context {
     void *host[6];      /* host scratch reused across calls (no page faults per call) */
     size_t host_len[6];
     size_t chunk_rows;  /* tokens per graph call; 0: the backend's choice (tests set it) */
+    float *images;      /* whole images on the backend (device-side tiling), images_len floats */
+    size_t images_len;
 };
 
 /* The host scratch buffers: three kinds, one set per pipeline slot. */
@@ -37,6 +39,11 @@ void *bsq_context_host(bsq_context *ctx, int which, size_t bytes);
  * owned by the caller; NULL when out of memory. */
 void *bsq_context_host_alloc(bsq_context *ctx, size_t bytes);
 void bsq_context_host_free(bsq_context *ctx, void *p);
+
+/* Backend memory for whole images of `count` floats, when the backend cuts
+ * and blends tiles itself (not host memory); NULL otherwise or when it
+ * cannot be had (callers then tile on the host). */
+float *bsq_context_images(bsq_context *ctx, size_t count);
 
 /* Ensures the workspace of pipeline slot `slot` (0 or 1) holds at least
  * `count` floats. */

@@ -51,7 +51,9 @@ static size_t layout_offset(const plan *p, int s, int t)
 
 /* Chunks of sequences go through the graph in a pipeline of bsq_graph_slots()
  * slots: while the backend computes one chunk, the host prepares the next
- * (tiles, indices) and collects the previous (tokens, blending). */
+ * (tiles, indices) and collects the previous (tokens, blending). Where the
+ * backend holds the images itself (a GPU), it cuts and blends the tiles:
+ * each image crosses once each way. */
 typedef struct {
     int pending[2]; /* chunk queued in each slot, -1 if none */
     int slots;
@@ -108,13 +110,17 @@ static bsq_status encode_impl(bsq_context *ctx, const float *pixels, int batch, 
     pipeline pl = {{-1, -1}, nchunks > 1 ? bsq_graph_slots(ctx) : 1};
     float *pix[2] = {NULL, NULL}, *zc[2] = {NULL, NULL};
     uint64_t *idx[2] = {NULL, NULL};
+    float *dimg = bsq_context_images(ctx, img_px * batch);
+    const bsq_tile_grid grid = {frames, height, width, p.th, p.tw, p.ny, p.nx};
+    int uploaded = 0; /* images already on the backend */
     for (int sl = 0; sl < pl.slots; sl++) {
-        pix[sl] = bsq_context_host(ctx, BSQ_HOST(BSQ_HOST_PIX, sl), tile_px * chunk * sizeof(float));
+        if (!dimg)
+            pix[sl] = bsq_context_host(ctx, BSQ_HOST(BSQ_HOST_PIX, sl), tile_px * chunk * sizeof(float));
         idx[sl] = bsq_context_host(ctx, BSQ_HOST(BSQ_HOST_IDX, sl), seq_tok * chunk * sizeof(uint64_t));
         if (z)
             zc[sl] = bsq_context_host(ctx, BSQ_HOST(BSQ_HOST_AUX, sl),
                                       seq_tok * chunk * c->L * sizeof(float));
-        if (!pix[sl] || !idx[sl] || (z && !zc[sl])) {
+        if ((!dimg && !pix[sl]) || !idx[sl] || (z && !zc[sl])) {
             bsq_tokens_free(tok);
             return bsq_fail(err, BSQ_ERR_NOMEM, "out of memory");
         }
@@ -129,13 +135,26 @@ static bsq_status encode_impl(bsq_context *ctx, const float *pixels, int batch, 
             collect_tokens(&p, c, tok, z, idx[sl], zc[sl], s0, p.seqs - s0 < chunk ? p.seqs - s0 : chunk);
         }
         const int s0 = k * chunk, n = p.seqs - s0 < chunk ? p.seqs - s0 : chunk;
-        for (int i = 0; i < n; i++) {
-            int s = s0 + i, b = s / tiles, iy = (s % tiles) / p.nx, ix = s % p.nx;
-            bsq_tile_extract(pixels + (size_t)b * img_px, frames, height, width,
-                             bsq_tile_pos(iy, p.ny, height, p.th), bsq_tile_pos(ix, p.nx, width, p.tw),
-                             p.th, p.tw, pix[sl] + (size_t)i * tile_px);
+        bsq_tile_ref ref = {dimg, grid, s0, NULL, 0, 0};
+        if (dimg) { /* the images this chunk is the first to need go up with it */
+            int need = (s0 + n - 1) / tiles + 1;
+            if (need > uploaded) {
+                ref.upload_src = pixels + (size_t)uploaded * img_px;
+                ref.upload_off = (size_t)uploaded * img_px;
+                ref.upload_count = (size_t)(need - uploaded) * img_px;
+                uploaded = need;
+            }
+        } else {
+            for (int i = 0; i < n; i++) {
+                int s = s0 + i, b = s / tiles, iy = (s % tiles) / p.nx, ix = s % p.nx;
+                bsq_tile_extract(pixels + (size_t)b * img_px, frames, height, width,
+                                 bsq_tile_pos(iy, p.ny, height, p.th),
+                                 bsq_tile_pos(ix, p.nx, width, p.tw), p.th, p.tw,
+                                 pix[sl] + (size_t)i * tile_px);
+            }
         }
-        st = bsq_graph_encode_queue(ctx, sl, pix[sl], n, frames, idx[sl], zc[sl], err);
+        st = bsq_graph_encode_queue(ctx, sl, pix[sl], dimg ? &ref : NULL, n, frames, idx[sl],
+                                    zc[sl], err);
         if (st == BSQ_OK)
             pl.pending[sl] = k;
     }
@@ -228,17 +247,22 @@ bsq_status bsq_decode(bsq_context *ctx, const bsq_tokens *tokens, float *pixels,
     pipeline pl = {{-1, -1}, nchunks > 1 ? bsq_graph_slots(ctx) : 1};
     float *pix[2] = {NULL, NULL};
     uint64_t *idx[2] = {NULL, NULL};
-    float *wsum = direct ? NULL : bsq_context_host(ctx, BSQ_HOST(BSQ_HOST_AUX, 0),
-                                                   (size_t)p.H * p.W * sizeof(float));
+    float *dimg = bsq_context_images(ctx, img_px * p.B);
+    const bsq_tile_grid grid = {frames, p.H, p.W, p.th, p.tw, p.ny, p.nx};
+    float *wsum = direct || dimg ? NULL : bsq_context_host(ctx, BSQ_HOST(BSQ_HOST_AUX, 0),
+                                                           (size_t)p.H * p.W * sizeof(float));
     for (int sl = 0; sl < pl.slots; sl++) {
-        pix[sl] = bsq_context_host(ctx, BSQ_HOST(BSQ_HOST_PIX, sl), tile_px * chunk * sizeof(float));
+        if (!dimg)
+            pix[sl] = bsq_context_host(ctx, BSQ_HOST(BSQ_HOST_PIX, sl), tile_px * chunk * sizeof(float));
         idx[sl] = bsq_context_host(ctx, BSQ_HOST(BSQ_HOST_IDX, sl), seq_tok * chunk * sizeof(uint64_t));
-        if (!pix[sl] || !idx[sl])
+        if ((!dimg && !pix[sl]) || !idx[sl])
             return bsq_fail(err, BSQ_ERR_NOMEM, "out of memory");
     }
-    if (!direct && !wsum)
+    if (!direct && !dimg && !wsum)
         return bsq_fail(err, BSQ_ERR_NOMEM, "out of memory");
-    if (!direct) {
+    if (dimg) {
+        ctx->be->ops->zero(ctx->be, dimg, img_px * p.B); /* tiles are blended into it */
+    } else if (!direct) {
         memset(pixels, 0, img_px * p.B * sizeof(float));
         bsq_tile_weight_map(wsum, p.H, p.W, p.th, p.tw); /* the same for every image */
     }
@@ -249,24 +273,31 @@ bsq_status bsq_decode(bsq_context *ctx, const bsq_tokens *tokens, float *pixels,
             pl.pending[sl] = -1;
             if ((st = bsq_graph_finish(ctx, sl, err)) != BSQ_OK)
                 break;
-            collect_pixels(&p, pixels, pix[sl], s0, p.seqs - s0 < chunk ? p.seqs - s0 : chunk, direct);
+            if (!dimg)
+                collect_pixels(&p, pixels, pix[sl], s0, p.seqs - s0 < chunk ? p.seqs - s0 : chunk,
+                               direct);
         }
         const int s0 = k * chunk, n = p.seqs - s0 < chunk ? p.seqs - s0 : chunk;
         for (int i = 0; i < n; i++)
             for (int t = 0; t < frames; t++)
                 memcpy(idx[sl] + ((size_t)i * frames + t) * p.P,
                        tokens->idx + layout_offset(&p, s0 + i, t), p.P * sizeof(uint64_t));
-        st = bsq_graph_decode_queue(ctx, sl, idx[sl], n, frames, pix[sl], err);
+        bsq_tile_ref ref = {dimg, grid, s0, NULL, 0, 0};
+        st = bsq_graph_decode_queue(ctx, sl, idx[sl], n, frames, pix[sl], dimg ? &ref : NULL, err);
         if (st == BSQ_OK)
             pl.pending[sl] = k;
     }
     int left[2] = {pl.pending[0], pl.pending[1]};
     st = drain_all(ctx, &pl, st, err);
-    for (int sl = 0; sl < pl.slots && st == BSQ_OK; sl++)
+    for (int sl = 0; sl < pl.slots && st == BSQ_OK && !dimg; sl++)
         if (left[sl] >= 0) {
             int s0 = left[sl] * chunk;
             collect_pixels(&p, pixels, pix[sl], s0, p.seqs - s0 < chunk ? p.seqs - s0 : chunk, direct);
         }
+    if (st == BSQ_OK && dimg) { /* the blended images, in one piece */
+        ctx->be->ops->download(ctx->be, pixels, dimg, img_px * p.B);
+        return ctx->be->ops->sync(ctx->be, err);
+    }
     if (st == BSQ_OK && !direct)
         for (int b = 0; b < p.B; b++)
             for (size_t plane = 0; plane < (size_t)3 * frames; plane++) {

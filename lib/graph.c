@@ -194,9 +194,9 @@ typedef struct {
     int slot, piped, pinned;
 } run_mode;
 
-static bsq_status encode_run(bsq_context *ctx, run_mode m, const float *pix, int seqs, int frames,
-                             int t0, bsq_kv *kv, uint64_t *idx, float *z, const bsq_taps *taps,
-                             bsq_error *err)
+static bsq_status encode_run(bsq_context *ctx, run_mode m, const float *pix,
+                             const bsq_tile_ref *src, int seqs, int frames, int t0, bsq_kv *kv,
+                             uint64_t *idx, float *z, const bsq_taps *taps, bsq_error *err)
 {
     const bsq_config *c = &ctx->model->cfg;
     bsq_backend *be = ctx->be;
@@ -210,12 +210,20 @@ static bsq_status encode_run(bsq_context *ctx, run_mode m, const float *pix, int
 
     if (piped)
         op->begin(be, m.slot);
-    op->upload(be, b.pix, pix, b.rows * b.P3);
+    if (!src)
+        op->upload(be, b.pix, pix, b.rows * b.P3);
+    else if (src->upload_count)
+        op->upload(be, src->img + src->upload_off, src->upload_src, src->upload_count);
     const uint64_t kv_[] = {1, (uint64_t)seqs, (uint64_t)frames, (uint64_t)(uintptr_t)b.pix,
                             (uint64_t)(uintptr_t)idx, z != NULL, (uint64_t)(uintptr_t)ctx->weights,
-                            (uint64_t)t0, (uint64_t)(uintptr_t)(kv ? kv->block : NULL)};
-    const uint64_t key = keyed ? graph_key(kv_, 9) : 0;
+                            (uint64_t)t0, (uint64_t)(uintptr_t)(kv ? kv->block : NULL),
+                            (uint64_t)(uintptr_t)(src ? src->img : NULL),
+                            src ? (uint64_t)src->s0 : 0,
+                            src ? (uint64_t)src->grid.H << 32 | (uint64_t)src->grid.W : 0};
+    const uint64_t key = keyed ? graph_key(kv_, 12) : 0;
     if (!keyed || !op->replay(be, key)) {
+        if (src)
+            op->tile_extract(be, src->img, b.pix, &src->grid, src->s0, seqs);
         op->patchify(be, b.pix, b.tok, seqs, frames, gh, gw, c->patch_size);
         op->linear(be, b.tok, ctx->w.embed_w, NULL, b.x, b.rows, b.P3, b.D);
         run_stack(ctx, &ctx->w.enc, &b, seqs, t0, kv);
@@ -237,8 +245,8 @@ static bsq_status encode_run(bsq_context *ctx, run_mode m, const float *pix, int
 }
 
 static bsq_status decode_run(bsq_context *ctx, run_mode m, const uint64_t *idx, int seqs,
-                             int frames, int t0, bsq_kv *kv, float *pix, const bsq_taps *taps,
-                             bsq_error *err)
+                             int frames, int t0, bsq_kv *kv, float *pix, const bsq_tile_ref *dst,
+                             const bsq_taps *taps, bsq_error *err)
 {
     const bsq_config *c = &ctx->model->cfg;
     bsq_backend *be = ctx->be;
@@ -254,8 +262,11 @@ static bsq_status decode_run(bsq_context *ctx, run_mode m, const uint64_t *idx, 
         op->begin(be, m.slot);
     const uint64_t kv_[] = {2, (uint64_t)seqs, (uint64_t)frames, (uint64_t)(uintptr_t)b.pix,
                             (uint64_t)(uintptr_t)idx, (uint64_t)(uintptr_t)ctx->weights,
-                            (uint64_t)t0, (uint64_t)(uintptr_t)(kv ? kv->block : NULL)};
-    const uint64_t key = keyed ? graph_key(kv_, 8) : 0;
+                            (uint64_t)t0, (uint64_t)(uintptr_t)(kv ? kv->block : NULL),
+                            (uint64_t)(uintptr_t)(dst ? dst->img : NULL),
+                            dst ? (uint64_t)dst->s0 : 0,
+                            dst ? (uint64_t)dst->grid.H << 32 | (uint64_t)dst->grid.W : 0};
+    const uint64_t key = keyed ? graph_key(kv_, 11) : 0;
     if (!keyed || !op->replay(be, key)) {
         op->dequantize(be, idx, b.v, b.rows, b.L);
         op->linear(be, b.v, ctx->w.post_w, ctx->w.post_b, b.x, b.rows, b.L, b.D);
@@ -268,10 +279,13 @@ static bsq_status decode_run(bsq_context *ctx, run_mode m, const uint64_t *idx, 
             op->download(be, taps->decoder_out, b.pix, b.rows * b.P3);
         }
         op->unpatchify(be, b.tok, b.pix, seqs, frames, gh, gw, c->patch_size, 1);
+        if (dst)
+            op->tile_blend(be, b.pix, dst->img, &dst->grid, dst->s0, seqs);
         if (keyed)
             op->record_end(be, key);
     }
-    op->download(be, pix, b.pix, b.rows * b.P3);
+    if (!dst)
+        op->download(be, pix, b.pix, b.rows * b.P3);
     if (piped)
         op->end(be, m.slot);
     return BSQ_OK;
@@ -282,7 +296,7 @@ bsq_status bsq_graph_encode(bsq_context *ctx, const float *pix, int seqs, int fr
                             bsq_error *err)
 {
     run_mode m = {0, 0, 0};
-    bsq_status st = encode_run(ctx, m, pix, seqs, frames, t0, kv, idx, z, taps, err);
+    bsq_status st = encode_run(ctx, m, pix, NULL, seqs, frames, t0, kv, idx, z, taps, err);
     return st != BSQ_OK ? st : ctx->be->ops->sync(ctx->be, err);
 }
 
@@ -290,38 +304,39 @@ bsq_status bsq_graph_decode(bsq_context *ctx, const uint64_t *idx, int seqs, int
                             bsq_kv *kv, float *pix, const bsq_taps *taps, bsq_error *err)
 {
     run_mode m = {0, 0, 0};
-    bsq_status st = decode_run(ctx, m, idx, seqs, frames, t0, kv, pix, taps, err);
+    bsq_status st = decode_run(ctx, m, idx, seqs, frames, t0, kv, pix, NULL, taps, err);
     return st != BSQ_OK ? st : ctx->be->ops->sync(ctx->be, err);
 }
 
-bsq_status bsq_graph_encode_pinned(bsq_context *ctx, const float *pix, int seqs, int t0,
-                                   bsq_kv *kv, uint64_t *idx, bsq_error *err)
+bsq_status bsq_graph_encode_pinned(bsq_context *ctx, const float *pix, const bsq_tile_ref *src,
+                                   int seqs, int t0, bsq_kv *kv, uint64_t *idx, bsq_error *err)
 {
     run_mode m = {0, 0, 1};
-    bsq_status st = encode_run(ctx, m, pix, seqs, 1, t0, kv, idx, NULL, NULL, err);
+    bsq_status st = encode_run(ctx, m, pix, src, seqs, 1, t0, kv, idx, NULL, NULL, err);
     return st != BSQ_OK ? st : ctx->be->ops->sync(ctx->be, err);
 }
 
 bsq_status bsq_graph_decode_pinned(bsq_context *ctx, const uint64_t *idx, int seqs, int t0,
-                                   bsq_kv *kv, float *pix, bsq_error *err)
+                                   bsq_kv *kv, float *pix, const bsq_tile_ref *dst, bsq_error *err)
 {
     run_mode m = {0, 0, 1};
-    bsq_status st = decode_run(ctx, m, idx, seqs, 1, t0, kv, pix, NULL, err);
+    bsq_status st = decode_run(ctx, m, idx, seqs, 1, t0, kv, pix, dst, NULL, err);
     return st != BSQ_OK ? st : ctx->be->ops->sync(ctx->be, err);
 }
 
-bsq_status bsq_graph_encode_queue(bsq_context *ctx, int slot, const float *pix, int seqs,
-                                  int frames, uint64_t *idx, float *z, bsq_error *err)
+bsq_status bsq_graph_encode_queue(bsq_context *ctx, int slot, const float *pix,
+                                  const bsq_tile_ref *src, int seqs, int frames, uint64_t *idx,
+                                  float *z, bsq_error *err)
 {
     run_mode m = {slot, 1, 1};
-    return encode_run(ctx, m, pix, seqs, frames, 0, NULL, idx, z, NULL, err);
+    return encode_run(ctx, m, pix, src, seqs, frames, 0, NULL, idx, z, NULL, err);
 }
 
 bsq_status bsq_graph_decode_queue(bsq_context *ctx, int slot, const uint64_t *idx, int seqs,
-                                  int frames, float *pix, bsq_error *err)
+                                  int frames, float *pix, const bsq_tile_ref *dst, bsq_error *err)
 {
     run_mode m = {slot, 1, 1};
-    return decode_run(ctx, m, idx, seqs, frames, 0, NULL, pix, NULL, err);
+    return decode_run(ctx, m, idx, seqs, frames, 0, NULL, pix, dst, NULL, err);
 }
 
 bsq_status bsq_graph_finish(bsq_context *ctx, int slot, bsq_error *err)

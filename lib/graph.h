@@ -32,24 +32,39 @@ bsq_status bsq_graph_encode(bsq_context *ctx, const float *pix, int seqs, int fr
 bsq_status bsq_graph_decode(bsq_context *ctx, const uint64_t *idx, int seqs, int frames, int t0,
                             bsq_kv *kv, float *pix, const bsq_taps *taps, bsq_error *err);
 
+/* Tiles cut from (encode) or blended into (decode) whole images held by the
+ * backend, instead of tiles crossing to the host: sequences s0 .. s0+seqs-1
+ * of `grid`. An encode first uploads upload_count floats from upload_src to
+ * img + upload_off (the images this call is first to need; 0: none). */
+typedef struct bsq_tile_ref {
+    float *img;
+    bsq_tile_grid grid;
+    int s0;
+    const float *upload_src;
+    size_t upload_off, upload_count;
+} bsq_tile_ref;
+
 /* One frame at t0 (streaming), as bsq_graph_encode / bsq_graph_decode, with
  * pix and idx from bsq_context_host_alloc: the backend may record the
- * work and replay it (the decode's pix may be any host memory). */
-bsq_status bsq_graph_encode_pinned(bsq_context *ctx, const float *pix, int seqs, int t0,
-                                   bsq_kv *kv, uint64_t *idx, bsq_error *err);
+ * work and replay it (the decode's pix may be any host memory). With a
+ * tile reference, the pixels stay on the backend (pix unused). */
+bsq_status bsq_graph_encode_pinned(bsq_context *ctx, const float *pix, const bsq_tile_ref *src,
+                                   int seqs, int t0, bsq_kv *kv, uint64_t *idx, bsq_error *err);
 bsq_status bsq_graph_decode_pinned(bsq_context *ctx, const uint64_t *idx, int seqs, int t0,
-                                   bsq_kv *kv, float *pix, bsq_error *err);
+                                   bsq_kv *kv, float *pix, const bsq_tile_ref *dst, bsq_error *err);
 
 /* A pipeline of chunks (whole clips from frame 0, no cache): queue a chunk
  * in slot 0 or 1, then bsq_graph_finish(slot) before its host buffers are
  * reused or read. pix, idx and z must be the context's host buffers
  * (bsq_context_host), which the backend may copy from and to while the
- * other slot computes, and whose work it may record and replay. On a
- * backend that does not queue, the chunk runs when queued. */
-bsq_status bsq_graph_encode_queue(bsq_context *ctx, int slot, const float *pix, int seqs,
-                                  int frames, uint64_t *idx, float *z, bsq_error *err);
+ * other slot computes, and whose work it may record and replay. With a
+ * tile reference the pixels stay on the backend (pix unused). On a backend
+ * that does not queue, the chunk runs when queued. */
+bsq_status bsq_graph_encode_queue(bsq_context *ctx, int slot, const float *pix,
+                                  const bsq_tile_ref *src, int seqs, int frames, uint64_t *idx,
+                                  float *z, bsq_error *err);
 bsq_status bsq_graph_decode_queue(bsq_context *ctx, int slot, const uint64_t *idx, int seqs,
-                                  int frames, float *pix, bsq_error *err);
+                                  int frames, float *pix, const bsq_tile_ref *dst, bsq_error *err);
 /* Waits for the chunk of `slot`; reports the first failure since the last report. */
 bsq_status bsq_graph_finish(bsq_context *ctx, int slot, bsq_error *err);
 /* Slots worth using: 2 where the backend queues work, else 1. */

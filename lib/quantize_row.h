@@ -8,11 +8,7 @@
 #include <math.h>
 #include <stdint.h>
 
-#if defined(__CUDACC__)
-#define BSQ_HOST_DEVICE __host__ __device__
-#else
-#define BSQ_HOST_DEVICE
-#endif
+#include "host_device.h"
 
 BSQ_HOST_DEVICE static inline uint64_t bsq_quantize_row(float *row, float *z, int L, float code)
 {

@@ -19,7 +19,8 @@ struct bsq_stream {
     bsq_kv kv;
     float *pix;    /* tiles of one frame [ny*nx][3][th][tw] (pinned on a GPU) */
     uint64_t *idx; /* their tokens, engine order (pinned on a GPU) */
-    float *wsum;   /* blend weights [H][W] (decode, tiled) */
+    float *wsum;   /* blend weights [H][W] (decode, tiled on the host) */
+    float *frame;  /* the frame on the backend, which tiles it itself (NULL: the host tiles) */
 };
 
 bsq_status bsq_stream_create(bsq_context *ctx, bsq_stream_mode mode, int height, int width,
@@ -48,6 +49,9 @@ bsq_status bsq_stream_create(bsq_context *ctx, bsq_stream_mode mode, int height,
     s->pix = bsq_context_host_alloc(ctx, tiles * 3 * s->th * s->tw * sizeof(float));
     s->idx = bsq_context_host_alloc(ctx, tiles * s->P * sizeof(uint64_t));
     s->wsum = malloc((size_t)height * width * sizeof(float));
+    const bsq_backend_ops *op = ctx->be->ops;
+    if (!op->host_memory && op->tile_extract && op->tile_blend && op->zero)
+        s->frame = op->alloc(ctx->be, (size_t)3 * height * width); /* NULL: tile on the host */
     bsq_status st = BSQ_OK;
     if (!s->pix || !s->idx || !s->wsum)
         st = bsq_fail(err, BSQ_ERR_NOMEM, "out of memory");
@@ -67,6 +71,8 @@ void bsq_stream_destroy(bsq_stream *s)
     if (!s)
         return;
     bsq_kv_free(s->ctx, &s->kv);
+    if (s->frame)
+        s->ctx->be->ops->free(s->ctx->be, s->frame);
     bsq_context_host_free(s->ctx, s->pix);
     bsq_context_host_free(s->ctx, s->idx);
     free(s->wsum);
@@ -75,6 +81,13 @@ void bsq_stream_destroy(bsq_stream *s)
 
 void bsq_stream_restart(bsq_stream *s) { s->pos = 0; }
 int bsq_stream_position(const bsq_stream *s) { return s->pos; }
+
+/* The frame's tiles on the backend, for graph calls that cut or blend them there. */
+static bsq_tile_ref frame_ref(const bsq_stream *s)
+{
+    bsq_tile_ref r = {s->frame, {1, s->H, s->W, s->th, s->tw, s->ny, s->nx}, 0, NULL, 0, 0};
+    return r;
+}
 
 static void advance(bsq_stream *s)
 {
@@ -89,10 +102,16 @@ bsq_status bsq_stream_encode(bsq_stream *s, const float *frame, bsq_tokens **out
     const bsq_config *c = &s->ctx->model->cfg;
     int tiles = s->ny * s->nx;
     size_t tile_px = (size_t)3 * s->th * s->tw;
-    for (int i = 0; i < tiles; i++)
-        bsq_tile_extract(frame, 1, s->H, s->W, bsq_tile_pos(i / s->nx, s->ny, s->H, s->th),
-                         bsq_tile_pos(i % s->nx, s->nx, s->W, s->tw), s->th, s->tw,
-                         s->pix + i * tile_px);
+    bsq_tile_ref ref = frame_ref(s);
+    if (s->frame) { /* the frame goes up whole; the backend cuts it */
+        ref.upload_src = frame;
+        ref.upload_count = (size_t)3 * s->H * s->W;
+    } else {
+        for (int i = 0; i < tiles; i++)
+            bsq_tile_extract(frame, 1, s->H, s->W, bsq_tile_pos(i / s->nx, s->ny, s->H, s->th),
+                             bsq_tile_pos(i % s->nx, s->nx, s->W, s->tw), s->th, s->tw,
+                             s->pix + i * tile_px);
+    }
     bsq_token_layout lay = {.L = c->L, .batch = 1, .frames = 1, .tiles_y = s->ny, .tiles_x = s->nx,
                             .grid_h = c->image_height / c->patch_size,
                             .grid_w = c->image_width / c->patch_size, .height = s->H, .width = s->W};
@@ -100,8 +119,8 @@ bsq_status bsq_stream_encode(bsq_stream *s, const float *frame, bsq_tokens **out
     bsq_status st = bsq_tokens_create(&lay, &tok, err);
     if (st != BSQ_OK)
         return st;
-    st = bsq_graph_encode_pinned(s->ctx, s->pix, tiles, s->pos, c->num_frames > 1 ? &s->kv : NULL,
-                                 s->idx, err);
+    st = bsq_graph_encode_pinned(s->ctx, s->pix, s->frame ? &ref : NULL, tiles, s->pos,
+                                 c->num_frames > 1 ? &s->kv : NULL, s->idx, err);
     if (st != BSQ_OK) {
         bsq_tokens_free(tok);
         return st;
@@ -131,12 +150,21 @@ bsq_status bsq_stream_decode(bsq_stream *s, const bsq_tokens *tokens, float *fra
                 return bsq_fail(err, BSQ_ERR_INVALID_ARGUMENT, "token %zu exceeds %d bits", i, c->L);
     const int direct = tiles == 1 && s->H == s->th && s->W == s->tw;
     memcpy(s->idx, tokens->idx, (size_t)tiles * s->P * sizeof(uint64_t));
+    bsq_backend *be = s->ctx->be;
+    bsq_tile_ref ref = frame_ref(s);
+    if (s->frame && !direct) /* the backend blends the tiles into the frame */
+        be->ops->zero(be, s->frame, (size_t)3 * s->H * s->W);
     bsq_status st = bsq_graph_decode_pinned(s->ctx, s->idx, tiles, s->pos,
                                             c->num_frames > 1 ? &s->kv : NULL,
-                                            direct ? frame : s->pix, err);
+                                            direct ? frame : s->pix,
+                                            s->frame && !direct ? &ref : NULL, err);
+    if (st == BSQ_OK && s->frame && !direct) {
+        be->ops->download(be, frame, s->frame, (size_t)3 * s->H * s->W);
+        st = be->ops->sync(be, err);
+    }
     if (st != BSQ_OK)
         return st;
-    if (!direct) {
+    if (!direct && !s->frame) {
         size_t plane = (size_t)s->H * s->W, tile_px = (size_t)3 * s->th * s->tw;
         memset(frame, 0, 3 * plane * sizeof(float));
         for (int i = 0; i < tiles; i++)

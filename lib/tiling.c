@@ -1,5 +1,7 @@
 #include "tiling.h"
 
+#include "tile_math.h"
+
 int bsq_tile_overlap(int size)
 {
     int ov = size / 16 > 2 ? size / 16 : 2;
@@ -17,16 +19,7 @@ int bsq_tile_count(int total, int size)
     return (total - ov + (size - ov) - 1) / (size - ov);
 }
 
-int bsq_tile_pos(int i, int n, int total, int size)
-{
-    if (n <= 1 || total <= size)
-        return 0;
-    /* round(i * (total - size) / (n - 1)) in integers */
-    long num = (long)i * (total - size);
-    return (int)((2 * num + (n - 1)) / (2 * (long)(n - 1)));
-}
-
-static int clampi(int v, int lo, int hi) { return v < lo ? lo : v > hi ? hi : v; }
+int bsq_tile_pos(int i, int n, int total, int size) { return bsq_tile_start(i, n, total, size); }
 
 void bsq_tile_extract(const float *img, int T, int H, int W, int y0, int x0, int th, int tw,
                       float *tile)
@@ -34,29 +27,16 @@ void bsq_tile_extract(const float *img, int T, int H, int W, int y0, int x0, int
     for (int c = 0; c < 3; c++)
         for (int t = 0; t < T; t++)
             for (int y = 0; y < th; y++) {
-                const float *src = img + (((size_t)c * T + t) * H + clampi(y0 + y, 0, H - 1)) * W;
+                const float *src = img + (((size_t)c * T + t) * H + bsq_tile_clamp(y0 + y, 0, H - 1)) * W;
                 float *dst = tile + (((size_t)c * T + t) * th + y) * tw;
                 for (int x = 0; x < tw; x++)
-                    dst[x] = src[clampi(x0 + x, 0, W - 1)];
+                    dst[x] = src[bsq_tile_clamp(x0 + x, 0, W - 1)];
             }
 }
 
 float bsq_tile_weight(int u, int i, int n, int total, int size)
 {
-    int p = bsq_tile_pos(i, n, total, size);
-    float w = 1.0f;
-    if (i > 0) { /* ramp up across the overlap with the previous tile */
-        int ov = bsq_tile_pos(i - 1, n, total, size) + size - p;
-        if (ov > 0 && u < ov)
-            w *= ((float)u + 0.5f) / (float)ov;
-    }
-    if (i < n - 1) { /* ramp down across the overlap with the next tile */
-        int next = bsq_tile_pos(i + 1, n, total, size);
-        int ov = p + size - next;
-        if (ov > 0 && u >= size - ov)
-            w *= ((float)(size - u) - 0.5f) / (float)ov;
-    }
-    return w;
+    return bsq_tile_ramp(u, i, n, total, size);
 }
 
 void bsq_tile_accumulate(float *acc, float *wsum, const float *tile, int T, int H, int W, int iy,

@@ -20,6 +20,7 @@
 #include "context.h"
 #include "safetensors.h"
 #include "testutil.h"
+#include "tiling.h"
 
 #ifdef BSQ_CUDA_EMULATE
 #define GPU_CREATE bsq_backend_cuda_emu_create
@@ -299,6 +300,52 @@ START_TEST(test_patches_and_copies)
 }
 END_TEST
 
+/* Cutting tiles out of whole images and blending them back, on the device
+ * against the CPU's ops (themselves checked against the host paths in
+ * check_tiling), chunk by chunk as encode.c calls them. */
+START_TEST(test_tiles)
+{
+    static const int shapes[3][6] = {/* T, H, W, th, B, chunk */
+                                     {1, 300, 500, 256, 1, 2}, {2, 50, 70, 32, 3, 5}, {1, 20, 9, 32, 2, 1}};
+    for (int k = 0; k < 3; k++) {
+        const int T = shapes[k][0], H = shapes[k][1], W = shapes[k][2], th = shapes[k][3];
+        const int B = shapes[k][4], chunk = shapes[k][5];
+        bsq_backend *g = gpu(1), *c = cpu();
+        const bsq_tile_grid grid = {T, H, W, th, th, bsq_tile_count(H, th), bsq_tile_count(W, th)};
+        const int seqs = B * grid.ny * grid.nx;
+        const size_t img_n = (size_t)B * 3 * T * H * W, tile_n = (size_t)seqs * 3 * T * th * th;
+        const size_t tile_px = (size_t)3 * T * th * th;
+        float *img = random_floats(img_n, 501 + k, -1, 1), *tiles = fmalloc(tile_n);
+        float *dimg = dev_from(g, img, img_n), *dtiles = g->ops->alloc(g, tile_n);
+        for (int s0 = 0; s0 < seqs; s0 += chunk) {
+            int n = seqs - s0 < chunk ? seqs - s0 : chunk;
+            g->ops->tile_extract(g, dimg, dtiles + s0 * tile_px, &grid, s0, n);
+            c->ops->tile_extract(c, img, tiles + s0 * tile_px, &grid, s0, n);
+        }
+        float *got = dev_take(g, dtiles, tile_n);
+        ck_assert_msg(memcmp(got, tiles, tile_n * sizeof(float)) == 0, "tile_extract differs");
+        for (size_t i = 0; i < tile_n; i++)
+            tiles[i] += 0.01f * (float)(i % 5);
+        g->ops->upload(g, dtiles, tiles, tile_n);
+        g->ops->zero(g, dimg, img_n);
+        c->ops->zero(c, img, img_n);
+        for (int s0 = 0; s0 < seqs; s0 += chunk) {
+            int n = seqs - s0 < chunk ? seqs - s0 : chunk;
+            g->ops->tile_blend(g, dtiles + s0 * tile_px, dimg, &grid, s0, n);
+            c->ops->tile_blend(c, tiles + s0 * tile_px, img, &grid, s0, n);
+        }
+        float *back = dev_take(g, dimg, img_n);
+        char what[80];
+        snprintf(what, sizeof what, "tile_blend %dx%d, %d frames, tiles %d", W, H, T, th);
+        expect(what, 1, rel_err(back, img, img_n), 1e-6, 1e-6);
+        g->ops->free(g, dimg), g->ops->free(g, dtiles);
+        free(img), free(tiles), free(got), free(back);
+        g->ops->destroy(g);
+        c->ops->destroy(c);
+    }
+}
+END_TEST
+
 START_TEST(test_quantize)
 {
     static const int Ls[] = {18, 36, 64};
@@ -487,7 +534,7 @@ START_TEST(test_stream)
     ck_assert_msg(bsq_model_open(wpath, NULL, &model, &err) == BSQ_OK, "%s", err.message);
     bsq_context *ctx;
     ck_assert_msg(bsq_context_create_on(model, gpu(1), &ctx, &err) == BSQ_OK, "%s", err.message);
-    const int T = 4, H = 32, W = 32;
+    const int T = 4, H = 40, W = 70; /* 2 x 3 tiles, cut and blended on the device */
     const size_t plane = (size_t)H * W;
     float *clip = random_floats(3 * T * plane, 91, -1, 1), *frame = fmalloc(3 * plane);
     bsq_tokens *whole;
@@ -520,7 +567,7 @@ START_TEST(test_stream)
     }
     unsigned long recorded, replayed;
     GPU_GRAPH_COUNTS(ctx->be, &recorded, &replayed);
-    printf("  streaming 3 x 4 frames through the cache: %zu of %zu tokens differ from the block; "
+    printf("  streaming 3 x 4 frames of 70x40 through the cache: %zu of %zu tokens differ from the block; "
            "decode max|diff| %.2e; %lu CUDA graphs recorded, %lu replays\n",
            differ, 3 * P * T, e, recorded, replayed);
     ck_assert_uint_eq(differ, 0);
@@ -685,6 +732,7 @@ int main(void)
     tcase_add_test(tc, test_elementwise);
     tcase_add_test(tc, test_add_pos);
     tcase_add_test(tc, test_patches_and_copies);
+    tcase_add_test(tc, test_tiles);
     tcase_add_test(tc, test_quantize);
     tcase_add_test(tc, test_attention);
     suite_add_tcase(s, tc);

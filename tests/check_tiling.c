@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "backend.h"
 #include "bsq.h"
 #include "testutil.h"
 #include "tiling.h"
@@ -162,6 +163,65 @@ START_TEST(test_batch_equals_single)
 }
 END_TEST
 
+/* The backend's tile ops (which a GPU runs on whole frames) against the
+ * host paths: cutting is an exact copy; blending chunk by chunk matches
+ * accumulate-then-normalise to rounding. Sizes where three tiles overlap a
+ * pixel (500 wide, tiles of 256), images smaller than a tile, clips. */
+static void tile_ops_match_host(int T, int H, int W, int th, int tw, int B, int chunk)
+{
+    bsq_backend *be;
+    bsq_error err;
+    ck_assert_int_eq(bsq_backend_cpu_create(1, &be, &err), BSQ_OK);
+    const bsq_tile_grid g = {T, H, W, th, tw, bsq_tile_count(H, th), bsq_tile_count(W, tw)};
+    const int per = g.ny * g.nx, seqs = B * per;
+    const size_t img_px = (size_t)3 * T * H * W, tile_px = (size_t)3 * T * th * tw;
+    float *img = malloc(img_px * B * sizeof(float)), *tiles = malloc(tile_px * seqs * sizeof(float));
+    float *ref = malloc(tile_px * seqs * sizeof(float)), *out = malloc(img_px * B * sizeof(float));
+    float *acc = calloc(img_px * B, sizeof(float)), *wsum = malloc((size_t)H * W * sizeof(float));
+    ck_assert(img && tiles && ref && out && acc && wsum);
+    tu_fill_uniform(img, img_px * B, 7 + H, -1, 1);
+    for (int s = 0; s < seqs; s++) {
+        int b = s / per, iy = s % per / g.nx, ix = s % g.nx;
+        bsq_tile_extract(img + b * img_px, T, H, W, bsq_tile_pos(iy, g.ny, H, th),
+                         bsq_tile_pos(ix, g.nx, W, tw), th, tw, ref + s * tile_px);
+    }
+    for (int s0 = 0; s0 < seqs; s0 += chunk) {
+        int n = seqs - s0 < chunk ? seqs - s0 : chunk;
+        be->ops->tile_extract(be, img, tiles + s0 * tile_px, &g, s0, n);
+    }
+    ck_assert(memcmp(tiles, ref, tile_px * seqs * sizeof(float)) == 0);
+    /* decoded tiles: the cut ones, disturbed so the overlaps disagree */
+    for (size_t i = 0; i < tile_px * seqs; i++)
+        tiles[i] += 0.01f * (float)(i % 7);
+    be->ops->zero(be, out, img_px * B);
+    for (int s0 = 0; s0 < seqs; s0 += chunk) {
+        int n = seqs - s0 < chunk ? seqs - s0 : chunk;
+        be->ops->tile_blend(be, tiles + s0 * tile_px, out, &g, s0, n);
+    }
+    bsq_tile_weight_map(wsum, H, W, th, tw);
+    for (int s = 0; s < seqs; s++)
+        bsq_tile_accumulate(acc + (s / per) * img_px, NULL, tiles + s * tile_px, T, H, W,
+                            s % per / g.nx, g.ny, s % g.nx, g.nx, th, tw);
+    double e = 0;
+    for (size_t i = 0; i < img_px * B; i++) {
+        double d = fabs(acc[i] / wsum[i % ((size_t)H * W)] - out[i]);
+        e = d > e ? d : e;
+    }
+    ck_assert_msg(e < 1e-5, "%dx%d in %dx%d tiles, chunks of %d: blend differs by %g", W, H, tw,
+                  th, chunk, e);
+    free(img), free(tiles), free(ref), free(out), free(acc), free(wsum);
+    be->ops->destroy(be);
+}
+
+START_TEST(test_tile_ops)
+{
+    tile_ops_match_host(1, 300, 500, 256, 256, 2, 2);
+    tile_ops_match_host(2, 50, 70, 32, 32, 3, 5);
+    tile_ops_match_host(1, 20, 9, 32, 32, 2, 1);
+    tile_ops_match_host(1, 97, 130, 32, 32, 1, 7);
+}
+END_TEST
+
 START_TEST(test_bad_arguments)
 {
     bsq_model *m = open_model("img32_w64_l2_L18g9.weights.safetensors");
@@ -228,6 +288,7 @@ int main(void)
     tcase_add_test(tc, test_tiled_smaller_than_model);
     tcase_add_test(tc, test_tiled_exact_multiple);
     tcase_add_test(tc, test_batch_equals_single);
+    tcase_add_test(tc, test_tile_ops);
     tcase_add_test(tc, test_bad_arguments);
     suite_add_tcase(s, tc);
     SRunner *sr = srunner_create(s);

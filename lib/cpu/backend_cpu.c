@@ -186,6 +186,37 @@ static void cpu_copy2d(bsq_backend *be, float *dst, size_t dst_stride, const flo
         memcpy(dst + r * dst_stride, src + r * src_stride, cols * sizeof(float));
 }
 
+static void cpu_zero(bsq_backend *be, float *x, size_t count)
+{
+    (void)be;
+    memset(x, 0, count * sizeof(float));
+}
+
+/* ---- tiles (the host paths in encode.c do the same with tiling.h) ---- */
+static void cpu_tile_extract(bsq_backend *be, const float *img, float *tiles,
+                             const bsq_tile_grid *g, int s0, int n)
+{
+    (void)be;
+    size_t total = (size_t)n * 3 * g->T * g->th * g->tw;
+    for (size_t e = 0; e < total; e++)
+        tiles[e] = img[bsq_tile_source(g, s0, e)];
+}
+
+static void cpu_tile_blend(bsq_backend *be, const float *tiles, float *img, const bsq_tile_grid *g,
+                           int s0, int n)
+{
+    (void)be;
+    const int per = g->ny * g->nx, b0 = s0 / per, b1 = (s0 + n - 1) / per;
+    const size_t plane = (size_t)g->H * g->W;
+    for (int b = b0; b <= b1; b++)
+        for (int ct = 0; ct < 3 * g->T; ct++) {
+            float *o = img + ((size_t)b * 3 * g->T + ct) * plane;
+            for (int y = 0; y < g->H; y++)
+                for (int x = 0; x < g->W; x++)
+                    o[(size_t)y * g->W + x] += bsq_tile_blend_pixel(tiles, g, s0, n, b, ct, y, x);
+        }
+}
+
 /* ---- BSQ ---- */
 static void cpu_quantize(bsq_backend *be, float *v, float *z, uint64_t *idx, size_t rows, int L)
 {
@@ -236,6 +267,9 @@ static const bsq_backend_ops cpu_ops = {
     .patchify = cpu_patchify,
     .unpatchify = cpu_unpatchify,
     .copy2d = cpu_copy2d,
+    .zero = cpu_zero,
+    .tile_extract = cpu_tile_extract,
+    .tile_blend = cpu_tile_blend,
     .quantize = cpu_quantize,
     .dequantize = cpu_dequantize,
     .matmul = bsq_cpu_matmul,
