@@ -39,9 +39,16 @@ extern "C" {
 
 namespace {
 
-/* A recorded graph: `seen` once run plainly (scratch sized), then captured. */
+/* What recorded work may point into; each moves (its generation counts up)
+ * when it is reallocated. */
+enum { BUF_X, BUF_M, BUF_S, BUF_IDX, BUF_WEIGHTS, BUFS };
+
+/* A recorded graph: `seen` once run plainly (scratch sized), then captured;
+ * stale when a buffer it used (mask) has moved since (gens). */
 struct graph_entry {
-    uint64_t key, generation;
+    uint64_t key;
+    uint64_t gens[BUFS];
+    unsigned mask;
     int seen;
     cudaGraphExec_t exec;
 };
@@ -64,7 +71,8 @@ struct cuda_be {
     int graph_next;
     int capturing;                 /* a capture of capture_key is open on `stream` */
     uint64_t capture_key;
-    uint64_t generation;           /* bumped when scratch or weights move: graphs go stale */
+    uint64_t gens[BUFS];           /* see BUF_*: graphs using a buffer that moved go stale */
+    unsigned touched;              /* buffers used since the last replay() */
     unsigned long recorded, replayed;
     const float *w_lo, *w_hi; /* the declared parameter block */
     bsq_bf16 *w_bf16;         /* its bf16 copy (bf16 mode) */
@@ -72,6 +80,13 @@ struct cuda_be {
     size_t x_len;
     bsq_bf16 *m_bf16;         /* a weight-like operand outside the block */
     size_t m_len;
+    /* bf16 copy of an op's output, written by the op itself (LayerNorm,
+     * bias + GELU) for the product that comes next: valid for the very next
+     * op only (use() forgets it) */
+    bsq_bf16 *s_bf16;
+    size_t s_len;
+    const float *shadow_of;
+    size_t shadow_len;
     uint64_t *idx;            /* token indices on the device */
     size_t idx_len;
     /* the first failure since the last sync */
@@ -104,15 +119,17 @@ void check_blas(cuda_be *c, cublasStatus_t s, const char *what)
 }
 
 /* Grows a device scratch buffer; NULL (and a recorded error) on failure. */
-template <class T> T *scratch(cuda_be *c, T **buf, size_t *len, size_t need, const char *what)
+template <class T>
+T *scratch(cuda_be *c, int id, T **buf, size_t *len, size_t need, const char *what)
 {
+    c->touched |= 1u << id;
     if (need <= *len)
         return *buf;
     if (c->capturing) { /* cannot happen for a key seen before; never free inside a capture */
         record(c, what, "scratch memory grew during a CUDA graph capture");
         return NULL;
     }
-    c->generation++;
+    c->gens[id]++;
     if (*buf)
         cudaFree(*buf);
     *buf = NULL;
@@ -129,7 +146,26 @@ template <class T> T *scratch(cuda_be *c, T **buf, size_t *len, size_t need, con
     return *buf;
 }
 
-void use(cuda_be *c) { cudaSetDevice(c->device); }
+/* Every op starts here: the device, and no shadow (see s_bf16) unless the
+ * op takes it before. */
+void use(cuda_be *c)
+{
+    cudaSetDevice(c->device);
+    c->shadow_of = NULL;
+}
+
+/* Where an op writes y [count], the bf16 copy it may write along for the
+ * next op (NULL in fp32 mode, or without memory: then the next product
+ * converts y itself). */
+bsq_bf16 *shadow_for(cuda_be *c, const float *y, size_t count, const char *what)
+{
+    if (c->fp32)
+        return NULL;
+    bsq_bf16 *yb = scratch(c, BUF_S, &c->s_bf16, &c->s_len, count, what);
+    c->shadow_of = yb ? y : NULL;
+    c->shadow_len = count;
+    return yb;
+}
 
 /* ---- memory ---- */
 
@@ -266,6 +302,15 @@ graph_entry *find_graph(cuda_be *c, uint64_t key)
     return NULL;
 }
 
+/* Whether a buffer the entry's work uses has moved since it ran. */
+bool stale(const cuda_be *c, const graph_entry *g)
+{
+    for (int i = 0; i < BUFS; i++)
+        if (g->mask >> i & 1 && g->gens[i] != c->gens[i])
+            return true;
+    return false;
+}
+
 int op_replay(bsq_backend *be, uint64_t key)
 {
     cuda_be *c = of(be);
@@ -273,7 +318,8 @@ int op_replay(bsq_backend *be, uint64_t key)
     if (c->failed || c->capturing)
         return 0;
     graph_entry *g = find_graph(c, key);
-    if (g && g->generation != c->generation)
+    c->touched = 1u << BUF_WEIGHTS; /* what the ops up to record_end use */
+    if (g && stale(c, g))
         drop_graph(g); /* its buffers moved: record again */
     else if (g && g->exec) {
         check_cuda(c, cudaGraphLaunch(g->exec, c->stream), "graph launch");
@@ -295,7 +341,8 @@ int op_replay(bsq_backend *be, uint64_t key)
     drop_graph(g);
     g->key = key;
     g->seen = 1;
-    g->generation = c->generation;
+    g->mask = ~0u; /* until the plain run says what it used */
+    memcpy(g->gens, c->gens, sizeof g->gens);
     return 0;
 }
 
@@ -305,8 +352,10 @@ void op_record_end(bsq_backend *be, uint64_t key)
     use(c);
     graph_entry *g = find_graph(c, key);
     if (!c->capturing || c->capture_key != key) {
-        if (g)
-            g->generation = c->generation; /* as the plain run left the scratch */
+        if (g) { /* as the plain run left the buffers it used */
+            g->mask = c->touched;
+            memcpy(g->gens, c->gens, sizeof g->gens);
+        }
         return;
     }
     c->capturing = 0;
@@ -317,7 +366,7 @@ void op_record_end(bsq_backend *be, uint64_t key)
         e = cudaGraphInstantiate(&exec, graph, 0);
     if (graph)
         cudaGraphDestroy(graph);
-    if (e != cudaSuccess || c->failed || !g || g->generation != c->generation) {
+    if (e != cudaSuccess || c->failed || !g || stale(c, g)) {
         /* nothing of the captured work ran: that is a failure of this call */
         check_cuda(c, e, "graph capture");
         record(c, "graph capture", "the recorded work could not be replayed");
@@ -327,6 +376,7 @@ void op_record_end(bsq_backend *be, uint64_t key)
             drop_graph(g);
         return;
     }
+    g->mask |= c->touched;
     g->exec = exec;
     c->recorded++;
     check_cuda(c, cudaGraphLaunch(exec, c->stream), "graph launch");
@@ -338,7 +388,7 @@ void op_set_weights(bsq_backend *be, const float *block, size_t count)
     use(c);
     c->w_lo = block;
     c->w_hi = block + count;
-    c->generation++;
+    c->gens[BUF_WEIGHTS]++;
     if (c->w_bf16)
         cudaFree(c->w_bf16);
     c->w_bf16 = NULL;
@@ -355,6 +405,21 @@ void op_set_weights(bsq_backend *be, const float *block, size_t count)
     check_launch(c, "bf16 weights");
 }
 
+/* One size for every graph call of these dimensions (encode and decode),
+ * so scratch memory does not move between them and stale their graphs. */
+void op_reserve(bsq_backend *be, size_t rows, int width)
+{
+    cuda_be *c = of(be);
+    use(c);
+    if (c->capturing)
+        return;
+    if (!c->fp32) {
+        scratch(c, BUF_X, &c->x_bf16, &c->x_len, rows * (size_t)width, "scratch");
+        scratch(c, BUF_S, &c->s_bf16, &c->s_len, rows * (size_t)width, "scratch");
+    }
+    scratch(c, BUF_IDX, &c->idx, &c->idx_len, rows, "scratch");
+}
+
 bsq_status op_sync(bsq_backend *be, bsq_error *err)
 {
     cuda_be *c = of(be);
@@ -368,8 +433,8 @@ bsq_status op_sync(bsq_backend *be, bsq_error *err)
 /* y[rows][n] = x[rows][k] w[n][k]^T + beta y: in cuBLAS's column-major
  * terms y^T (n x rows) = w (stored as the k x n matrix w^T, transposed) x^T.
  * Returns 0 when the product could not be queued (the error is recorded). */
-int gemm(cuda_be *c, const float *x, const float *w, float *y, size_t rows, int k, int n,
-         float beta)
+int gemm(cuda_be *c, const float *x, const bsq_bf16 *x_ready, const float *w, float *y,
+         size_t rows, int k, int n, float beta)
 {
     if (rows > 0x7fffffff) {
         record(c, "linear", "more than 2^31 rows in one product");
@@ -386,17 +451,21 @@ int gemm(cuda_be *c, const float *x, const float *w, float *y, size_t rows, int 
         if (c->w_bf16 && w >= c->w_lo && w + (size_t)n * k <= c->w_hi) {
             wb = c->w_bf16 + (w - c->w_lo);
         } else {
-            bsq_bf16 *t = scratch(c, &c->m_bf16, &c->m_len, (size_t)n * k, "linear");
+            bsq_bf16 *t = scratch(c, BUF_M, &c->m_bf16, &c->m_len, (size_t)n * k, "linear");
             if (!t)
                 return 0;
             bsqk::to_bf16(c->stream, w, t, (size_t)n * k);
             wb = t;
         }
-        bsq_bf16 *xb = scratch(c, &c->x_bf16, &c->x_len, rows * (size_t)k, "linear");
-        if (!xb)
-            return 0;
-        bsqk::to_bf16(c->stream, x, xb, rows * (size_t)k);
-        check_launch(c, "linear (bf16 conversion)");
+        const bsq_bf16 *xb = x_ready;
+        if (!xb) {
+            bsq_bf16 *t = scratch(c, BUF_X, &c->x_bf16, &c->x_len, rows * (size_t)k, "linear");
+            if (!t)
+                return 0;
+            bsqk::to_bf16(c->stream, x, t, rows * (size_t)k);
+            check_launch(c, "linear (bf16 conversion)");
+            xb = t;
+        }
         s = cublasGemmEx(c->blas, CUBLAS_OP_T, CUBLAS_OP_N, n, (int)rows, k, &one, wb, CUDA_R_16BF,
                          k, xb, CUDA_R_16BF, k, &beta, y, CUDA_R_32F, n, CUBLAS_COMPUTE_32F,
                          CUBLAS_GEMM_DEFAULT);
@@ -412,11 +481,14 @@ void linear_then(bsq_backend *be, const float *x, const float *w, const float *b
                  size_t rows, int k, int n, float beta, int gelu)
 {
     cuda_be *c = of(be);
+    /* the input's bf16 copy, when the op before wrote one */
+    const bsq_bf16 *ready =
+        c->shadow_of == x && c->shadow_len == rows * (size_t)k ? c->s_bf16 : NULL;
     use(c);
-    if (!rows || !n || !gemm(c, x, w, y, rows, k, n, beta))
+    if (!rows || !n || !gemm(c, x, ready, w, y, rows, k, n, beta))
         return;
     if (gelu)
-        bsqk::bias_gelu(c->stream, y, bias, rows, n);
+        bsqk::bias_gelu(c->stream, y, bias, rows, n, shadow_for(c, y, rows * (size_t)n, "linear"));
     else if (bias)
         bsqk::add_bias(c->stream, y, bias, rows, n);
     check_launch(c, "linear (bias, GELU)");
@@ -447,7 +519,7 @@ void op_layernorm(bsq_backend *be, const float *x, const float *w, const float *
 {
     cuda_be *c = of(be);
     use(c);
-    bsqk::layernorm(c->stream, x, w, b, y, rows, d, eps);
+    bsqk::layernorm(c->stream, x, w, b, y, rows, d, eps, shadow_for(c, y, rows * (size_t)d, "layernorm"));
     check_launch(c, "layernorm");
 }
 
@@ -463,7 +535,7 @@ void op_tanh(bsq_backend *be, float *x, size_t count)
 {
     cuda_be *c = of(be);
     use(c);
-    bsqk::tanh_(c->stream, x, count);
+    bsqk::tanh_(c->stream, x, count, shadow_for(c, x, count, "tanh"));
     check_launch(c, "tanh");
 }
 
@@ -556,7 +628,7 @@ void op_quantize(bsq_backend *be, float *v, float *z, uint64_t *idx, size_t rows
 {
     cuda_be *c = of(be);
     use(c);
-    uint64_t *d = scratch(c, &c->idx, &c->idx_len, rows, "quantize");
+    uint64_t *d = scratch(c, BUF_IDX, &c->idx, &c->idx_len, rows, "quantize");
     if (!d)
         return;
     bsqk::quantize(c->stream, v, z, d, rows, L);
@@ -570,7 +642,7 @@ void op_dequantize(bsq_backend *be, const uint64_t *idx, float *codes, size_t ro
 {
     cuda_be *c = of(be);
     use(c);
-    uint64_t *d = scratch(c, &c->idx, &c->idx_len, rows, "dequantize");
+    uint64_t *d = scratch(c, BUF_IDX, &c->idx, &c->idx_len, rows, "dequantize");
     if (!d)
         return;
     check_cuda(c, cudaMemcpyAsync(d, idx, rows * sizeof(uint64_t), cudaMemcpyHostToDevice, c->stream),
@@ -601,6 +673,7 @@ void op_destroy(bsq_backend *be)
     cudaFree(c->w_bf16);
     cudaFree(c->x_bf16);
     cudaFree(c->m_bf16);
+    cudaFree(c->s_bf16);
     cudaFree(c->idx);
     if (c->blas)
         cublasDestroy(c->blas);
@@ -657,6 +730,7 @@ extern "C" bsq_status CREATE_FN(int device, int fp32, bsq_backend **out, bsq_err
     o.download = op_download;
     o.set_weights = op_set_weights;
     o.sync = op_sync;
+    o.reserve = op_reserve;
     o.begin = op_begin;
     o.end = op_end;
     o.finish = op_finish;

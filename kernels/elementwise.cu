@@ -18,10 +18,14 @@ __global__ void k_gelu(float *x, size_t n)
     }
 }
 
-__global__ void k_tanh(float *x, size_t n)
+__global__ void k_tanh(float *x, size_t n, bsq_bf16 *xb)
 {
-    for (size_t i = gtid(); i < n; i += gstride())
-        x[i] = tanhf(x[i]);
+    for (size_t i = gtid(); i < n; i += gstride()) {
+        float v = tanhf(x[i]);
+        x[i] = v;
+        if (xb)
+            xb[i] = __float2bfloat16_rn(v);
+    }
 }
 
 __global__ void k_add(float *y, const float *x, size_t n)
@@ -36,10 +40,13 @@ __global__ void k_add_bias(float *y, const float *bias, size_t total, int n)
         y[i] += bias[i % (size_t)n];
 }
 
-__global__ void k_bias_gelu(float *y, const float *bias, size_t total, int n)
+__global__ void k_bias_gelu(float *y, const float *bias, size_t total, int n, bsq_bf16 *yb)
 {
     for (size_t i = gtid(); i < total; i += gstride()) {
-        y[i] = gelu_erf(y[i] + (bias ? bias[i % (size_t)n] : 0.0f));
+        float v = gelu_erf(y[i] + (bias ? bias[i % (size_t)n] : 0.0f));
+        y[i] = v;
+        if (yb)
+            yb[i] = __float2bfloat16_rn(v);
     }
 }
 
@@ -82,10 +89,10 @@ void gelu(cudaStream_t s, float *x, size_t n)
         BSQ_LAUNCH(k_gelu, grid_for(n, THREADS), THREADS, 0, s, x, n);
 }
 
-void tanh_(cudaStream_t s, float *x, size_t n)
+void tanh_(cudaStream_t s, float *x, size_t n, bsq_bf16 *xb)
 {
     if (n)
-        BSQ_LAUNCH(k_tanh, grid_for(n, THREADS), THREADS, 0, s, x, n);
+        BSQ_LAUNCH(k_tanh, grid_for(n, THREADS), THREADS, 0, s, x, n, xb);
 }
 
 void add(cudaStream_t s, float *y, const float *x, size_t n)
@@ -101,11 +108,11 @@ void add_bias(cudaStream_t s, float *y, const float *bias, size_t rows, int n)
         BSQ_LAUNCH(k_add_bias, grid_for(total, THREADS), THREADS, 0, s, y, bias, total, n);
 }
 
-void bias_gelu(cudaStream_t s, float *y, const float *bias, size_t rows, int n)
+void bias_gelu(cudaStream_t s, float *y, const float *bias, size_t rows, int n, bsq_bf16 *yb)
 {
     size_t total = rows * (size_t)n;
     if (total)
-        BSQ_LAUNCH(k_bias_gelu, grid_for(total, THREADS), THREADS, 0, s, y, bias, total, n);
+        BSQ_LAUNCH(k_bias_gelu, grid_for(total, THREADS), THREADS, 0, s, y, bias, total, n, yb);
 }
 
 void add_pos(cudaStream_t s, float *x, const float *pos, const float *tpos, int seqs, int frames,

@@ -17,10 +17,12 @@ namespace bsqk {
 
 /* elementwise.cu */
 void gelu(cudaStream_t s, float *x, size_t n);
-void tanh_(cudaStream_t s, float *x, size_t n);
+void tanh_(cudaStream_t s, float *x, size_t n, bsq_bf16 *xb); /* xb: as bias_gelu's yb */
 void add(cudaStream_t s, float *y, const float *x, size_t n);
 void add_bias(cudaStream_t s, float *y, const float *bias, size_t rows, int n);
-void bias_gelu(cudaStream_t s, float *y, const float *bias, size_t rows, int n); /* bias may be NULL */
+/* y = GELU(y + bias) (bias may be NULL); also to yb in bf16 when not NULL,
+ * the input the next product needs (no conversion pass of its own) */
+void bias_gelu(cudaStream_t s, float *y, const float *bias, size_t rows, int n, bsq_bf16 *yb);
 void add_pos(cudaStream_t s, float *x, const float *pos, const float *tpos, int seqs, int frames,
              int tokens, int d, int t0);
 void to_bf16(cudaStream_t s, const float *x, bsq_bf16 *y, size_t n);
@@ -28,8 +30,9 @@ void copy2d(cudaStream_t s, float *dst, size_t dst_stride, const float *src, siz
             size_t rows, size_t cols);
 
 /* layernorm.cu */
+/* yb: as bias_gelu's */
 void layernorm(cudaStream_t s, const float *x, const float *w, const float *b, float *y,
-               size_t rows, int d, float eps);
+               size_t rows, int d, float eps, bsq_bf16 *yb);
 
 /* patch.cu */
 void patchify(cudaStream_t s, const float *pix, float *tok, int seqs, int frames, int gh, int gw,

@@ -51,6 +51,9 @@ typedef struct bsq_backend_ops {
     /* Declares the model's parameter block: immutable while the backend
      * lives, so weight matrices inside it may be kept in a faster layout. */
     void (*set_weights)(bsq_backend *be, const float *block, size_t count);
+    /* Optional: the graph call that follows multiplies at most `rows` x
+     * `width` inputs, so scratch memory can be sized once for it. */
+    void (*reserve)(bsq_backend *be, size_t rows, int width);
     /* Finishes all queued work; returns non-zero with a message on failure. */
     bsq_status (*sync)(bsq_backend *be, bsq_error *err);
 

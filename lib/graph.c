@@ -34,6 +34,13 @@ static bsq_status setup(bsq_context *ctx, int slot, int seqs, int frames, buffer
     bsq_status st = bsq_context_workspace(ctx, slot, need, &ws, err);
     if (st != BSQ_OK)
         return st;
+    if (ctx->be->ops->reserve) { /* the widest product input: encode and decode alike */
+        int widest = b->P3;
+        const int dims[4] = {b->D, b->M, b->F, b->L};
+        for (int i = 0; i < 4; i++)
+            widest = dims[i] > widest ? dims[i] : widest;
+        ctx->be->ops->reserve(ctx->be, R, widest);
+    }
     /* carve, keeping 64-byte alignment */
 #define CARVE(ptr, n) (ptr = ws, ws += ((n) + 15) & ~(size_t)15)
     CARVE(b->pix, R * b->P3);
