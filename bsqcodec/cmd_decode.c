@@ -121,7 +121,6 @@ int cmd_decode(int argc, char **argv)
     bsq_tokens *tok = NULL;
     uint64_t *tokens = NULL;
     uint8_t *rgb = NULL;
-    float *planar = NULL;
     char *tmp = NULL;
     /* outputs that are one file are written under a temporary name */
     int atomic = strcmp(output, "-") != 0 && !strchr(output, '%') && cli_can_rename(output);
@@ -170,8 +169,7 @@ int cmd_decode(int argc, char **argv)
                             .height = H, .width = W};
     tokens = malloc(per_frame * si->num_frames * sizeof(uint64_t));
     rgb = malloc((size_t)W * H * 3);
-    planar = malloc((size_t)W * H * 3 * sizeof(float));
-    if (!tokens || !rgb || !planar || bsq_tokens_create(&lay, &tok, &err) != BSQ_OK) {
+    if (!tokens || !rgb || bsq_tokens_create(&lay, &tok, &err) != BSQ_OK) {
         cli_error("decode: out of memory");
         goto done;
     }
@@ -240,14 +238,13 @@ int cmd_decode(int argc, char **argv)
             memcpy(bsq_tokens_indices_mut(tok), tokens + f * per_frame, per_frame * sizeof(uint64_t));
             /* every frame of the GOP goes through the stream (the cache needs
              * the frames before --start too) */
-            if (bsq_stream_decode(stream, tok, planar, &err) != BSQ_OK) {
+            if (bsq_stream_decode_rgb8(stream, tok, rgb, (size_t)W * 3, &err) != BSQ_OK) {
                 cli_error("decode: %s", err.message);
                 goto done;
             }
             if (g->first_frame + f < (uint64_t)start ||
                 (max_frames >= 0 && written >= max_frames))
                 continue;
-            bsq_planar_to_rgb8(planar, W, H, rgb, (size_t)W * 3);
             if (bsq_media_out_write(mo, rgb, (size_t)W * 3, g->pts[f], &err) != BSQ_OK) {
                 cli_error("decode: %s: %s", output, err.message);
                 goto done;
@@ -284,7 +281,6 @@ done:
     bsq_tokens_free(tok);
     free(tokens);
     free(rgb);
-    free(planar);
     if (prior)
         prior->ops->destroy(prior);
     bsq_stream_destroy(stream);

@@ -154,7 +154,6 @@ int cmd_encode(int argc, char **argv)
     FILE *out = NULL;
     char *tmp = NULL;
     uint8_t *rgb = NULL;
-    float *planar = NULL;
     bsq_tokens *tok = NULL;
     int to_stdout = strcmp(output, "-") == 0;
     /* a new or regular file is written under a temporary name and renamed
@@ -175,8 +174,7 @@ int cmd_encode(int argc, char **argv)
         goto done;
     }
     rgb = malloc((size_t)W * H * 3);
-    planar = malloc((size_t)W * H * 3 * sizeof(float));
-    if (!rgb || !planar) {
+    if (!rgb) {
         cli_error("encode: out of memory");
         goto done;
     }
@@ -206,8 +204,7 @@ int cmd_encode(int argc, char **argv)
             break;
         if (seen++ < (uint64_t)start)
             continue;
-        bsq_rgb8_to_planar(rgb, W, H, (size_t)W * 3, planar);
-        if (bsq_stream_encode(e.stream, planar, &tok, &err) != BSQ_OK) {
+        if (bsq_stream_encode_rgb8(e.stream, rgb, (size_t)W * 3, &tok, &err) != BSQ_OK) {
             cli_error("encode: frame %llu: %s", (unsigned long long)seen - 1, err.message);
             goto done;
         }
@@ -319,6 +316,5 @@ done:
     bsq_media_in_close(in);
     bsq_model_close(model);
     free(rgb);
-    free(planar);
     return rc;
 }

@@ -624,6 +624,22 @@ void op_tile_blend(bsq_backend *be, const float *tiles, float *img, const bsq_ti
     check_launch(c, "tile_blend");
 }
 
+void op_rgb8_to_planar(bsq_backend *be, const void *rgb, float *planar, int W, int H)
+{
+    cuda_be *c = of(be);
+    use(c);
+    bsqk::rgb8_to_planar(c->stream, (const uint8_t *)rgb, planar, (size_t)W * H);
+    check_launch(c, "rgb8_to_planar");
+}
+
+void op_planar_to_rgb8(bsq_backend *be, const float *planar, void *rgb, int W, int H)
+{
+    cuda_be *c = of(be);
+    use(c);
+    bsqk::planar_to_rgb8(c->stream, planar, (uint8_t *)rgb, (size_t)W * H);
+    check_launch(c, "planar_to_rgb8");
+}
+
 void op_quantize(bsq_backend *be, float *v, float *z, uint64_t *idx, size_t rows, int L)
 {
     cuda_be *c = of(be);
@@ -755,6 +771,8 @@ extern "C" bsq_status CREATE_FN(int device, int fp32, bsq_backend **out, bsq_err
     o.zero = op_zero;
     o.tile_extract = op_tile_extract;
     o.tile_blend = op_tile_blend;
+    o.rgb8_to_planar = op_rgb8_to_planar;
+    o.planar_to_rgb8 = op_planar_to_rgb8;
     o.quantize = op_quantize;
     o.dequantize = op_dequantize;
     c->base.ops = &c->ops;

@@ -46,6 +46,10 @@ void tile_extract(cudaStream_t s, const float *img, float *tiles, const bsq_tile
 void tile_blend(cudaStream_t s, const float *tiles, float *img, const bsq_tile_grid *g, int s0,
                 int n);
 
+/* pixels.cu: rgb [plane][3] bytes <-> planar [3][plane] */
+void rgb8_to_planar(cudaStream_t s, const uint8_t *rgb, float *planar, size_t plane);
+void planar_to_rgb8(cudaStream_t s, const float *planar, uint8_t *rgb, size_t plane);
+
 /* quantize.cu: idx in device memory */
 void quantize(cudaStream_t s, float *v, float *z, uint64_t *idx, size_t rows, int L);
 void dequantize(cudaStream_t s, const uint64_t *idx, float *codes, size_t rows, int L);

@@ -117,6 +117,10 @@ typedef struct bsq_backend_ops {
                          int s0, int n);
     void (*tile_blend)(bsq_backend *be, const float *tiles, float *img, const bsq_tile_grid *g,
                        int s0, int n);
+    /* Pixels (lib/pixel_math.h): interleaved RGB24 bytes [H][W][3] (in a
+     * buffer from alloc) <-> planar [3][H][W] in [-1, 1]. */
+    void (*rgb8_to_planar)(bsq_backend *be, const void *rgb, float *planar, int W, int H);
+    void (*planar_to_rgb8)(bsq_backend *be, const float *planar, void *rgb, int W, int H);
     /* BSQ: z = v / max(||v||, 1e-12) per row of L (written to z when not
      * NULL), codes = (z > 0 ? 1 : -1) / sqrt(L) written in place of v, and
      * the MSB-first index of each row to idx (host memory, rows entries). */

@@ -219,6 +219,15 @@ bsq_status bsq_stream_encode(bsq_stream *stream, const float *frame,
 /* One frame's tokens -> frame [3][height][width]. */
 bsq_status bsq_stream_decode(bsq_stream *stream, const bsq_tokens *tokens,
                              float *frame, bsq_error *err);
+/* The same for interleaved RGB24 frames (rows `stride` bytes apart, at
+ * least 3 * width): the results of bsq_rgb8_to_planar and
+ * bsq_planar_to_rgb8 around the calls above, converted on the GPU when the
+ * context has one (frames cross the bus as bytes). */
+bsq_status bsq_stream_encode_rgb8(bsq_stream *stream, const uint8_t *rgb,
+                                  size_t stride, bsq_tokens **out,
+                                  bsq_error *err);
+bsq_status bsq_stream_decode_rgb8(bsq_stream *stream, const bsq_tokens *tokens,
+                                  uint8_t *rgb, size_t stride, bsq_error *err);
 
 #ifdef __cplusplus
 }

@@ -9,6 +9,7 @@
 #include "context.h"
 #include "error.h"
 #include "graph.h"
+#include "pixel_math.h"
 #include "tiling.h"
 #include "tokens.h"
 
@@ -350,7 +351,7 @@ void bsq_rgb8_to_planar(const uint8_t *rgb, int width, int height, size_t stride
         for (int x = 0; x < width; x++)
             for (int c = 0; c < 3; c++)
                 planar[c * plane + (size_t)y * width + x] =
-                    rgb[y * stride + 3 * (size_t)x + c] / 127.5f - 1.0f;
+                    bsq_unit_of_u8(rgb[y * stride + 3 * (size_t)x + c]);
 }
 
 void bsq_planar_to_rgb8(const float *planar, int width, int height, uint8_t *rgb, size_t stride)
@@ -358,9 +359,7 @@ void bsq_planar_to_rgb8(const float *planar, int width, int height, uint8_t *rgb
     const size_t plane = (size_t)width * height;
     for (int y = 0; y < height; y++)
         for (int x = 0; x < width; x++)
-            for (int c = 0; c < 3; c++) {
-                float v = (planar[c * plane + (size_t)y * width + x] + 1.0f) * 127.5f;
-                v = v < 0.0f ? 0.0f : v > 255.0f ? 255.0f : v;
-                rgb[y * stride + 3 * (size_t)x + c] = (uint8_t)lrintf(v);
-            }
+            for (int c = 0; c < 3; c++)
+                rgb[y * stride + 3 * (size_t)x + c] =
+                    bsq_u8_of_unit(planar[c * plane + (size_t)y * width + x]);
 }

@@ -93,7 +93,6 @@ typedef struct bsq_f0r {
     int header_done;
     uint8_t fingerprint[32];
     uint8_t *rgb;  /* one frame, RGB24 */
-    float *planar; /* one frame, [3][H][W] */
     uint8_t *record;
     size_t record_size;
 } bsq_f0r;
@@ -144,11 +143,9 @@ static void teardown(bsq_f0r *s)
     teardown_engine(s);
     bsq_model_close(s->model);
     free(s->rgb);
-    free(s->planar);
     free(s->record);
     s->model = NULL;
     s->rgb = s->record = NULL;
-    s->planar = NULL;
     s->header_done = 0;
     s->ready = 0;
 }
@@ -193,8 +190,7 @@ static void setup(bsq_f0r *s)
     setup_engine(s);
     size_t px = (size_t)s->width * s->height;
     s->rgb = malloc(px * 3);
-    s->planar = malloc(px * 3 * sizeof(float));
-    if (!s->rgb || !s->planar)
+    if (!s->rgb)
         fatal("out of memory for a %dx%d frame", s->width, s->height);
     if (*path) {
         if (bsq_model_fingerprint(s->model, s->fingerprint, &err) != BSQ_OK)
@@ -373,12 +369,11 @@ void f0r_update(f0r_instance_t instance, double time, const uint32_t *inframe,
     const size_t px = (size_t)s->width * s->height;
     for (size_t i = 0; i < px; i++)
         memcpy(s->rgb + 3 * i, in + 4 * i, 3);
-    bsq_rgb8_to_planar(s->rgb, s->width, s->height, (size_t)s->width * 3, s->planar);
 
     bsq_error err;
     bsq_tokens *tok;
     int position = bsq_stream_position(s->enc);
-    if (bsq_stream_encode(s->enc, s->planar, &tok, &err) != BSQ_OK)
+    if (bsq_stream_encode_rgb8(s->enc, s->rgb, (size_t)s->width * 3, &tok, &err) != BSQ_OK)
         fatal("%s", err.message);
     if (s->tok)
         write_tokens(s, time, position, tok);
@@ -388,11 +383,10 @@ void f0r_update(f0r_instance_t instance, double time, const uint32_t *inframe,
             memcpy(out, in, px * 4);
         return;
     }
-    bsq_status st = bsq_stream_decode(s->dec, tok, s->planar, &err);
+    bsq_status st = bsq_stream_decode_rgb8(s->dec, tok, s->rgb, (size_t)s->width * 3, &err);
     bsq_tokens_free(tok);
     if (st != BSQ_OK)
         fatal("%s", err.message);
-    bsq_planar_to_rgb8(s->planar, s->width, s->height, s->rgb, (size_t)s->width * 3);
     for (size_t i = 0; i < px; i++) {
         out[4 * i + 3] = in[4 * i + 3]; /* alpha first: out may be in */
         memcpy(out + 4 * i, s->rgb + 3 * i, 3);

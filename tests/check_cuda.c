@@ -346,6 +346,40 @@ START_TEST(test_tiles)
 }
 END_TEST
 
+/* RGB24 bytes <-> planar floats on the device, against the CPU's ops: every
+ * byte value, and floats beyond [-1, 1] and at rounding ties. */
+START_TEST(test_pixels)
+{
+    const int W = 37, H = 29;
+    const size_t plane = (size_t)W * H, bytes = 3 * plane, words = (bytes + 3) / 4;
+    bsq_backend *g = gpu(1), *c = cpu();
+    uint8_t *rgb = malloc(words * 4), *back = malloc(words * 4), *ref = malloc(words * 4);
+    ck_assert(rgb && back && ref);
+    for (size_t i = 0; i < bytes; i++)
+        rgb[i] = (uint8_t)(i * 37 % 256);
+    float *planar = fmalloc(bytes), *drgb = g->ops->alloc(g, words), *dpl = g->ops->alloc(g, bytes);
+    g->ops->upload(g, drgb, (const float *)(const void *)rgb, words);
+    g->ops->rgb8_to_planar(g, drgb, dpl, W, H);
+    float *got = dev_take(g, dpl, bytes);
+    c->ops->rgb8_to_planar(c, rgb, planar, W, H);
+    ck_assert(memcmp(got, planar, bytes * sizeof(float)) == 0);
+    for (size_t i = 0; i < bytes; i++) /* out of range, and halfway between two bytes */
+        planar[i] = i % 3 == 0 ? (float)(i % 11) * 0.3f - 1.6f : ((float)(i % 256) + 0.5f) / 127.5f - 1.0f;
+    g->ops->upload(g, dpl, planar, bytes);
+    g->ops->planar_to_rgb8(g, dpl, drgb, W, H);
+    g->ops->download(g, (float *)(void *)back, drgb, words);
+    bsq_error err;
+    ck_assert_msg(g->ops->sync(g, &err) == BSQ_OK, "%s", err.message);
+    c->ops->planar_to_rgb8(c, planar, ref, W, H);
+    ck_assert(memcmp(back, ref, bytes) == 0);
+    printf("  rgb8 <-> planar: identical to the CPU's\n");
+    g->ops->free(g, drgb), g->ops->free(g, dpl);
+    free(rgb), free(back), free(ref), free(planar), free(got);
+    g->ops->destroy(g);
+    c->ops->destroy(c);
+}
+END_TEST
+
 START_TEST(test_quantize)
 {
     static const int Ls[] = {18, 36, 64};
@@ -584,6 +618,64 @@ START_TEST(test_stream)
 }
 END_TEST
 
+/* RGB24 frames converted on the device give what the float calls give with
+ * the host's conversions, and the CPU's tokens (fp32). */
+START_TEST(test_stream_rgb8)
+{
+    bsq_error err;
+    char *wpath = tu_path(tu_data_dir(),
+                          "bsqvit-parity/vid4x32_w64_l2_L18g9_blockcausal.weights.safetensors");
+    bsq_model *model;
+    ck_assert_msg(bsq_model_open(wpath, NULL, &model, &err) == BSQ_OK, "%s", err.message);
+    bsq_context *g, *cpu;
+    bsq_context_options co = {.threads = 1, .device = "cpu"};
+    ck_assert_msg(bsq_context_create_on(model, gpu(1), &g, &err) == BSQ_OK, "%s", err.message);
+    ck_assert_msg(bsq_context_create(model, &co, &cpu, &err) == BSQ_OK, "%s", err.message);
+    const int H = 41, W = 70;
+    const size_t stride = (size_t)W * 3 + 5;
+    uint8_t *rgb = malloc(stride * H), *a = malloc(stride * H), *b = malloc(stride * H);
+    float *planar = fmalloc((size_t)3 * H * W);
+    ck_assert(rgb && a && b);
+    bsq_stream *e8, *ef, *ec, *d8, *df;
+    ck_assert_int_eq(bsq_stream_create(g, BSQ_STREAM_ENCODE, H, W, &e8, &err), BSQ_OK);
+    ck_assert_int_eq(bsq_stream_create(g, BSQ_STREAM_ENCODE, H, W, &ef, &err), BSQ_OK);
+    ck_assert_int_eq(bsq_stream_create(cpu, BSQ_STREAM_ENCODE, H, W, &ec, &err), BSQ_OK);
+    ck_assert_int_eq(bsq_stream_create(g, BSQ_STREAM_DECODE, H, W, &d8, &err), BSQ_OK);
+    ck_assert_int_eq(bsq_stream_create(g, BSQ_STREAM_DECODE, H, W, &df, &err), BSQ_OK);
+    size_t differ = 0;
+    for (int f = 0; f < 6; f++) {
+        tu_fill_uniform(planar, (size_t)3 * H * W, 700 + f, -1, 1);
+        memset(rgb, 0x55, stride * H);
+        bsq_planar_to_rgb8(planar, W, H, rgb, stride);
+        bsq_tokens *t8, *tf, *tc;
+        ck_assert_msg(bsq_stream_encode_rgb8(e8, rgb, stride, &t8, &err) == BSQ_OK, "%s", err.message);
+        ck_assert_msg(bsq_stream_encode_rgb8(ec, rgb, stride, &tc, &err) == BSQ_OK, "%s", err.message);
+        bsq_rgb8_to_planar(rgb, W, H, stride, planar);
+        ck_assert_msg(bsq_stream_encode(ef, planar, &tf, &err) == BSQ_OK, "%s", err.message);
+        const size_t n = bsq_tokens_layout(t8)->count;
+        ck_assert(memcmp(bsq_tokens_indices(t8), bsq_tokens_indices(tf), n * 8) == 0);
+        for (size_t i = 0; i < n; i++)
+            differ += bsq_tokens_indices(t8)[i] != bsq_tokens_indices(tc)[i];
+        memset(a, 0xee, stride * H);
+        memset(b, 0xee, stride * H);
+        ck_assert_msg(bsq_stream_decode_rgb8(d8, t8, a, stride, &err) == BSQ_OK, "%s", err.message);
+        ck_assert_msg(bsq_stream_decode(df, tf, planar, &err) == BSQ_OK, "%s", err.message);
+        bsq_planar_to_rgb8(planar, W, H, b, stride);
+        ck_assert(memcmp(a, b, stride * H) == 0);
+        bsq_tokens_free(t8), bsq_tokens_free(tf), bsq_tokens_free(tc);
+    }
+    printf("  RGB24 streams: converted on the device = on the host; %zu tokens differ from the CPU's\n",
+           differ);
+    ck_assert_uint_eq(differ, 0);
+    bsq_stream_destroy(e8), bsq_stream_destroy(ef), bsq_stream_destroy(ec);
+    bsq_stream_destroy(d8), bsq_stream_destroy(df);
+    free(rgb), free(a), free(b), free(planar), free(wpath);
+    bsq_context_destroy(g);
+    bsq_context_destroy(cpu);
+    bsq_model_close(model);
+}
+END_TEST
+
 /* Tokens made on the GPU (bf16) go through the prior and the range coder
  * and come back identical on the CPU, which decodes them to the pixels the
  * GPU's fp32 mode gives: what a file made on a GPU needs. */
@@ -733,6 +825,7 @@ int main(void)
     tcase_add_test(tc, test_add_pos);
     tcase_add_test(tc, test_patches_and_copies);
     tcase_add_test(tc, test_tiles);
+    tcase_add_test(tc, test_pixels);
     tcase_add_test(tc, test_quantize);
     tcase_add_test(tc, test_attention);
     suite_add_tcase(s, tc);
@@ -740,6 +833,7 @@ int main(void)
     tcase_set_timeout(tm, 600);
     tcase_add_test(tm, test_parity);
     tcase_add_test(tm, test_stream);
+    tcase_add_test(tm, test_stream_rgb8);
     tcase_add_test(tm, test_codec_roundtrip);
     tcase_add_test(tm, test_pipeline);
     suite_add_tcase(s, tm);

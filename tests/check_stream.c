@@ -164,6 +164,58 @@ START_TEST(test_stream_image_model)
 }
 END_TEST
 
+/* The RGB24 calls give what converting around the float calls gives, rows
+ * `stride` apart included; a short stride is refused. */
+START_TEST(test_stream_rgb8)
+{
+    bsq_model *m = open_fixture("vid4x32_w64_l2_L18g9_blockcausal.weights.safetensors");
+    bsq_context *ctx = context(m, 1);
+    const int H = 41, W = 70, frames = 5;
+    const size_t stride = (size_t)W * 3 + 5, plane = (size_t)H * W;
+    uint8_t *rgb = malloc(stride * H), *a = malloc(stride * H), *b = malloc(stride * H);
+    float *planar = malloc(3 * plane * sizeof(float));
+    ck_assert(rgb && a && b && planar);
+    bsq_stream *e8, *ef, *d8, *df;
+    bsq_error err;
+    ck_assert_int_eq(bsq_stream_create(ctx, BSQ_STREAM_ENCODE, H, W, &e8, &err), BSQ_OK);
+    ck_assert_int_eq(bsq_stream_create(ctx, BSQ_STREAM_ENCODE, H, W, &ef, &err), BSQ_OK);
+    ck_assert_int_eq(bsq_stream_create(ctx, BSQ_STREAM_DECODE, H, W, &d8, &err), BSQ_OK);
+    ck_assert_int_eq(bsq_stream_create(ctx, BSQ_STREAM_DECODE, H, W, &df, &err), BSQ_OK);
+    uint64_t state = 77;
+    for (int f = 0; f < frames; f++) {
+        for (size_t i = 0; i < stride * H; i++) {
+            state = state * 6364136223846793005ull + 1442695040888963407ull;
+            rgb[i] = (uint8_t)(state >> 56);
+        }
+        bsq_tokens *t8, *tf;
+        ck_assert_msg(bsq_stream_encode_rgb8(e8, rgb, stride, &t8, &err) == BSQ_OK, "%s", err.message);
+        bsq_rgb8_to_planar(rgb, W, H, stride, planar);
+        ck_assert_msg(bsq_stream_encode(ef, planar, &tf, &err) == BSQ_OK, "%s", err.message);
+        const size_t n = bsq_tokens_layout(t8)->count;
+        ck_assert(memcmp(bsq_tokens_indices(t8), bsq_tokens_indices(tf), n * 8) == 0);
+        memset(a, 0xee, stride * H);
+        memset(b, 0xee, stride * H);
+        ck_assert_msg(bsq_stream_decode_rgb8(d8, t8, a, stride, &err) == BSQ_OK, "%s", err.message);
+        ck_assert_msg(bsq_stream_decode(df, tf, planar, &err) == BSQ_OK, "%s", err.message);
+        bsq_planar_to_rgb8(planar, W, H, b, stride);
+        ck_assert(memcmp(a, b, stride * H) == 0); /* padding bytes untouched alike */
+        bsq_tokens_free(t8);
+        bsq_tokens_free(tf);
+    }
+    bsq_tokens *t;
+    ck_assert_int_eq(bsq_stream_encode_rgb8(e8, rgb, (size_t)W * 3 - 1, &t, &err),
+                     BSQ_ERR_INVALID_ARGUMENT);
+    ck_assert_int_eq(bsq_stream_decode_rgb8(e8, NULL, a, stride, &err), BSQ_ERR_INVALID_ARGUMENT);
+    bsq_stream_destroy(e8);
+    bsq_stream_destroy(ef);
+    bsq_stream_destroy(d8);
+    bsq_stream_destroy(df);
+    free(rgb), free(a), free(b), free(planar);
+    bsq_context_destroy(ctx);
+    bsq_model_close(m);
+}
+END_TEST
+
 START_TEST(test_stream_refuses_full_attention_video)
 {
     bsq_config c = {.image_height = 16, .image_width = 16, .patch_size = 8, .width = 16,
@@ -191,6 +243,7 @@ int main(void)
     tcase_add_test(tc, test_stream_tiled);
     tcase_add_test(tc, test_stream_restart_call);
     tcase_add_test(tc, test_stream_image_model);
+    tcase_add_test(tc, test_stream_rgb8);
     tcase_add_test(tc, test_stream_refuses_full_attention_video);
     suite_add_tcase(s, tc);
     SRunner *sr = srunner_create(s);

@@ -217,6 +217,18 @@ static void cpu_tile_blend(bsq_backend *be, const float *tiles, float *img, cons
         }
 }
 
+static void cpu_rgb8_to_planar(bsq_backend *be, const void *rgb, float *planar, int W, int H)
+{
+    (void)be;
+    bsq_rgb8_to_planar(rgb, W, H, (size_t)W * 3, planar);
+}
+
+static void cpu_planar_to_rgb8(bsq_backend *be, const float *planar, void *rgb, int W, int H)
+{
+    (void)be;
+    bsq_planar_to_rgb8(planar, W, H, rgb, (size_t)W * 3);
+}
+
 /* ---- BSQ ---- */
 static void cpu_quantize(bsq_backend *be, float *v, float *z, uint64_t *idx, size_t rows, int L)
 {
@@ -270,6 +282,8 @@ static const bsq_backend_ops cpu_ops = {
     .zero = cpu_zero,
     .tile_extract = cpu_tile_extract,
     .tile_blend = cpu_tile_blend,
+    .rgb8_to_planar = cpu_rgb8_to_planar,
+    .planar_to_rgb8 = cpu_planar_to_rgb8,
     .quantize = cpu_quantize,
     .dequantize = cpu_dequantize,
     .matmul = bsq_cpu_matmul,
