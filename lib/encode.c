@@ -43,6 +43,12 @@ static bsq_status make_plan(const bsq_context *ctx, int batch, int frames, int h
     return BSQ_OK;
 }
 
+/* Sequences in the chunk that starts at s0 (the last one may be short). */
+static int chunk_size(const plan *p, int s0, int chunk)
+{
+    return p->seqs - s0 < chunk ? p->seqs - s0 : chunk;
+}
+
 /* Engine sequence s = (b, tile) and frame t -> first token in layout order. */
 static size_t layout_offset(const plan *p, int s, int t)
 {
@@ -133,9 +139,9 @@ static bsq_status encode_impl(bsq_context *ctx, const float *pixels, int batch, 
             pl.pending[sl] = -1;
             if ((st = bsq_graph_finish(ctx, sl, err)) != BSQ_OK)
                 break;
-            collect_tokens(&p, c, tok, z, idx[sl], zc[sl], s0, p.seqs - s0 < chunk ? p.seqs - s0 : chunk);
+            collect_tokens(&p, c, tok, z, idx[sl], zc[sl], s0, chunk_size(&p, s0, chunk));
         }
-        const int s0 = k * chunk, n = p.seqs - s0 < chunk ? p.seqs - s0 : chunk;
+        const int s0 = k * chunk, n = chunk_size(&p, s0, chunk);
         bsq_tile_ref ref = {dimg, grid, s0, NULL, 0, 0};
         if (dimg) { /* the images this chunk is the first to need go up with it */
             int need = (s0 + n - 1) / tiles + 1;
@@ -165,7 +171,7 @@ static bsq_status encode_impl(bsq_context *ctx, const float *pixels, int batch, 
     for (int sl = 0; sl < pl.slots && st == BSQ_OK; sl++)
         if (left[sl] >= 0) {
             int s0 = left[sl] * chunk;
-            collect_tokens(&p, c, tok, z, idx[sl], zc[sl], s0, p.seqs - s0 < chunk ? p.seqs - s0 : chunk);
+            collect_tokens(&p, c, tok, z, idx[sl], zc[sl], s0, chunk_size(&p, s0, chunk));
         }
     if (st != BSQ_OK) {
         bsq_tokens_free(tok);
@@ -275,10 +281,10 @@ bsq_status bsq_decode(bsq_context *ctx, const bsq_tokens *tokens, float *pixels,
             if ((st = bsq_graph_finish(ctx, sl, err)) != BSQ_OK)
                 break;
             if (!dimg)
-                collect_pixels(&p, pixels, pix[sl], s0, p.seqs - s0 < chunk ? p.seqs - s0 : chunk,
+                collect_pixels(&p, pixels, pix[sl], s0, chunk_size(&p, s0, chunk),
                                direct);
         }
-        const int s0 = k * chunk, n = p.seqs - s0 < chunk ? p.seqs - s0 : chunk;
+        const int s0 = k * chunk, n = chunk_size(&p, s0, chunk);
         for (int i = 0; i < n; i++)
             for (int t = 0; t < frames; t++)
                 memcpy(idx[sl] + ((size_t)i * frames + t) * p.P,
@@ -293,7 +299,7 @@ bsq_status bsq_decode(bsq_context *ctx, const bsq_tokens *tokens, float *pixels,
     for (int sl = 0; sl < pl.slots && st == BSQ_OK && !dimg; sl++)
         if (left[sl] >= 0) {
             int s0 = left[sl] * chunk;
-            collect_pixels(&p, pixels, pix[sl], s0, p.seqs - s0 < chunk ? p.seqs - s0 : chunk, direct);
+            collect_pixels(&p, pixels, pix[sl], s0, chunk_size(&p, s0, chunk), direct);
         }
     if (st == BSQ_OK && dimg) { /* the blended images, in one piece */
         ctx->be->ops->download(ctx->be, pixels, dimg, img_px * p.B);
