@@ -11,6 +11,7 @@
 #include "codec/gop.h"
 #include "commands.h"
 #include "media.h"
+#include "resize.h"
 
 static void usage(FILE *f)
 {
@@ -18,7 +19,9 @@ static void usage(FILE *f)
             "Usage: bsqcodec decode INPUT.bsq -o OUTPUT [OPTIONS]\n\n"
             "Decodes a .bsq file ('-': stdin). The output kind follows OUTPUT's extension:\n"
             ".y4m, .mp4/.mkv/.mov (H.264 through libx264), a single .png, or a PNG\n"
-            "sequence such as frame%%04d.png; '-' writes y4m to stdout.\n\n"
+            "sequence such as frame%%04d.png; '-' writes y4m to stdout. Frames come out\n"
+            "at the size the file was encoded from (a file coded at another size, with\n"
+            "encode --scale, is resampled back), or with --coded-size as coded.\n\n"
             "Options:\n"
             "  -o, --output FILE     output\n"
             "  -m, --model FILE      tokenizer model (default: $BSQ_MODEL, else the built-in\n"
@@ -28,6 +31,7 @@ static void usage(FILE *f)
             "      --start N         first frame to decode\n"
             "      --frames N        decode at most N frames\n"
             "      --skip-damaged    report damaged chunks and go on with the next intact one\n"
+            "      --coded-size      write frames at the coded size, not resampled\n"
             "      --crf Q           x264 quality for .mp4/.mkv/.mov (default 18, 0 lossless)\n"
             "  -t, --threads N       CPU threads (default: all)\n"
             "  -d, --device DEV      auto, cpu, cuda, cuda:N (default: auto)\n"
@@ -52,13 +56,14 @@ int cmd_decode(int argc, char **argv)
         {"threads", required_argument, NULL, 't'}, {"device", required_argument, NULL, 'd'},
         {"precision", required_argument, NULL, CLI_OPT_PRECISION},
         {"quiet", no_argument, NULL, 'q'},        {"help", no_argument, NULL, 'h'},
-        {"prior-model", required_argument, NULL, 'M'}, {NULL, 0, NULL, 0},
+        {"prior-model", required_argument, NULL, 'M'},
+        {"coded-size", no_argument, NULL, 'C'},   {NULL, 0, NULL, 0},
     };
     const char *output = NULL, *model_path = NULL, *device = NULL, *prior_model = NULL;
     bsq_precision precision = BSQ_PRECISION_AUTO;
     long long start = 0, max_frames = -1, threads = 0;
     float crf = -1;
-    int quiet = 0, skip = 0, c;
+    int quiet = 0, skip = 0, as_coded = 0, c;
     optind = 1;
     while ((c = getopt_long(argc, argv, "o:m:t:d:qh", opts, NULL)) != -1) {
         long long v;
@@ -75,6 +80,7 @@ int cmd_decode(int argc, char **argv)
             break;
         case 'q': quiet = 1; break;
         case 'k': skip = 1; break;
+        case 'C': as_coded = 1; break;
         case 'h': usage(stdout); return EXIT_OK;
         case 'c': {
             char *end;
@@ -120,7 +126,8 @@ int cmd_decode(int argc, char **argv)
     bsq_media_out *mo = NULL;
     bsq_tokens *tok = NULL;
     uint64_t *tokens = NULL;
-    uint8_t *rgb = NULL;
+    uint8_t *rgb = NULL, *shown = NULL;
+    bsq_resizer *rs = NULL;
     char *tmp = NULL;
     /* outputs that are one file are written under a temporary name */
     int atomic = strcmp(output, "-") != 0 && !strchr(output, '%') && cli_can_rename(output);
@@ -157,7 +164,9 @@ int cmd_decode(int argc, char **argv)
     }
     bsq_context_options copt = {.threads = (int)threads, .device = device,
                                 .precision = precision};
+    /* tokens decode to W x H; frames are written at OW x OH */
     const int W = si->token_width, H = si->token_height;
+    const int OW = as_coded ? W : (int)si->width, OH = as_coded ? H : (int)si->height;
     if (bsq_context_create(model, &copt, &ctx, &err) != BSQ_OK ||
         bsq_stream_create(ctx, BSQ_STREAM_DECODE, H, W, &stream, &err) != BSQ_OK) {
         cli_error("decode: %s", err.message);
@@ -169,18 +178,43 @@ int cmd_decode(int argc, char **argv)
                             .height = H, .width = W};
     tokens = malloc(per_frame * si->num_frames * sizeof(uint64_t));
     rgb = malloc((size_t)W * H * 3);
-    if (!tokens || !rgb || bsq_tokens_create(&lay, &tok, &err) != BSQ_OK) {
+    if (OW != W || OH != H) {
+        shown = malloc((size_t)OW * OH * 3);
+        rs = bsq_resizer_create();
+    }
+    if (!tokens || !rgb || ((OW != W || OH != H) && (!shown || !rs)) ||
+        bsq_tokens_create(&lay, &tok, &err) != BSQ_OK) {
         cli_error("decode: out of memory");
         goto done;
     }
 
     bsq_media_out_options mopt;
-    bsq_media_out_options_init(&mopt, W, H);
+    bsq_media_out_options_init(&mopt, OW, OH);
     mopt.time_base = (bsq_rational){(int)si->time_base_num, (int)si->time_base_den};
     if (si->frame_rate_num && si->frame_rate_den)
         mopt.frame_rate = (bsq_rational){(int)si->frame_rate_num, (int)si->frame_rate_den};
     if (si->sar_num && si->sar_den)
         mopt.sample_aspect_ratio = (bsq_rational){(int)si->sar_num, (int)si->sar_den};
+    if (OW != (int)si->width || OH != (int)si->height) {
+        /* coded frames stretched by another factor across than down keep
+         * the picture's shape through their sample aspect ratio */
+        uint64_t n = (uint64_t)(si->sar_num && si->sar_den ? si->sar_num : 1) * si->width * OH;
+        uint64_t d = (uint64_t)(si->sar_num && si->sar_den ? si->sar_den : 1) * si->height * OW;
+        uint64_t g = n, r = d;
+        while (r) { /* g = gcd(n, d) */
+            uint64_t t = g % r;
+            g = r;
+            r = t;
+        }
+        n /= g;
+        d /= g;
+        while (n > INT32_MAX || d > INT32_MAX) { /* approximate beyond int range */
+            n >>= 1;
+            d >>= 1;
+        }
+        if (n != d || si->sar_num)
+            mopt.sample_aspect_ratio = (bsq_rational){(int)(n ? n : 1), (int)(d ? d : 1)};
+    }
     mopt.color_primaries = si->color_primaries;
     mopt.color_trc = si->color_transfer;
     mopt.colorspace = si->color_matrix;
@@ -245,7 +279,13 @@ int cmd_decode(int argc, char **argv)
             if (g->first_frame + f < (uint64_t)start ||
                 (max_frames >= 0 && written >= max_frames))
                 continue;
-            if (bsq_media_out_write(mo, rgb, (size_t)W * 3, g->pts[f], &err) != BSQ_OK) {
+            if (shown && bsq_resize_rgb8(rs, rgb, W, H, (size_t)W * 3, shown, OW, OH,
+                                         (size_t)OW * 3, &err) != BSQ_OK) {
+                cli_error("decode: %s", err.message);
+                goto done;
+            }
+            if (bsq_media_out_write(mo, shown ? shown : rgb, (size_t)OW * 3, g->pts[f], &err) !=
+                BSQ_OK) {
                 cli_error("decode: %s: %s", output, err.message);
                 goto done;
             }
@@ -281,6 +321,8 @@ done:
     bsq_tokens_free(tok);
     free(tokens);
     free(rgb);
+    free(shown);
+    bsq_resizer_destroy(rs);
     if (prior)
         prior->ops->destroy(prior);
     bsq_stream_destroy(stream);

@@ -1,5 +1,6 @@
 /* bsqcodec encode: any video or image FFmpeg reads -> .bsq */
 #include <getopt.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -11,6 +12,7 @@
 #include "codec/gop.h"
 #include "commands.h"
 #include "media.h"
+#include "resize.h"
 
 static void usage(FILE *f)
 {
@@ -31,6 +33,10 @@ static void usage(FILE *f)
             "                      prior's context spans a GOP\n"
             "      --start N       skip the first N frames\n"
             "      --frames N      encode at most N frames\n"
+            "  -s, --scale S       code the frames resampled by S, 0.125..4 (default 1):\n"
+            "                      the rate control; fewer tokens below 1, more above.\n"
+            "                      Decoding resamples back to the input's size\n"
+            "      --coded-size WxH code the frames resampled to W x H instead\n"
             "  -t, --threads N     CPU threads (default: all)\n"
             "  -d, --device DEV    auto, cpu, cuda, cuda:N (default: auto)\n"
             "      --precision P   fp32 or bf16 on a GPU (default: bf16); the CPU\n"
@@ -80,15 +86,18 @@ int cmd_encode(int argc, char **argv)
         {"device", required_argument, NULL, 'd'}, {"quiet", no_argument, NULL, 'q'},
         {"precision", required_argument, NULL, CLI_OPT_PRECISION},
         {"prior", required_argument, NULL, 'P'}, {"prior-model", required_argument, NULL, 'M'},
+        {"scale", required_argument, NULL, 's'},  {"coded-size", required_argument, NULL, 'C'},
         {"help", no_argument, NULL, 'h'},         {NULL, 0, NULL, 0},
     };
     const char *output = NULL, *model_path = NULL, *device = NULL;
     bsq_precision precision = BSQ_PRECISION_AUTO;
     const char *prior_kind = "auto", *prior_model = NULL;
     long long gop = 0, start = 0, max_frames = -1, threads = 0;
+    double scale = 0;
+    int coded_w = 0, coded_h = 0;
     int quiet = 0, c;
     optind = 1;
-    while ((c = getopt_long(argc, argv, "o:m:g:t:d:qh", opts, NULL)) != -1) {
+    while ((c = getopt_long(argc, argv, "o:m:g:t:d:s:qh", opts, NULL)) != -1) {
         long long v;
         switch (c) {
         case 'o': output = optarg; break;
@@ -109,6 +118,26 @@ int cmd_encode(int argc, char **argv)
             prior_kind = optarg;
             break;
         case 'M': prior_model = optarg; break;
+        case 's': {
+            char *end;
+            scale = strtod(optarg, &end);
+            if (end == optarg || *end || !(scale >= 0.125 && scale <= 4)) {
+                cli_error("encode: --scale takes a factor from 0.125 to 4");
+                return EXIT_USAGE;
+            }
+            break;
+        }
+        case 'C': {
+            char x;
+            int used = 0;
+            if (sscanf(optarg, "%d%c%d%n", &coded_w, &x, &coded_h, &used) != 3 ||
+                optarg[used] != 0 || (x != 'x' && x != 'X') ||
+                coded_w < 1 || coded_h < 1 || coded_w > 65535 || coded_h > 65535) {
+                cli_error("encode: --coded-size takes WxH, 1..65535 each, such as 640x360");
+                return EXIT_USAGE;
+            }
+            break;
+        }
         case 'h': usage(stdout); return EXIT_OK;
         case 'g':
         case 'S':
@@ -129,6 +158,10 @@ int cmd_encode(int argc, char **argv)
     if (optind != argc - 1 || !output) {
         cli_error("encode: need one INPUT and -o OUTPUT.bsq");
         usage(stderr);
+        return EXIT_USAGE;
+    }
+    if (scale > 0 && coded_w > 0) {
+        cli_error("encode: --scale and --coded-size: give one of them");
         return EXIT_USAGE;
     }
     const char *input = argv[optind];
@@ -153,7 +186,8 @@ int cmd_encode(int argc, char **argv)
     bsq_media_in *in = NULL;
     FILE *out = NULL;
     char *tmp = NULL;
-    uint8_t *rgb = NULL;
+    uint8_t *rgb = NULL, *resized = NULL;
+    bsq_resizer *rs = NULL;
     bsq_tokens *tok = NULL;
     int to_stdout = strcmp(output, "-") == 0;
     /* a new or regular file is written under a temporary name and renamed
@@ -169,12 +203,31 @@ int cmd_encode(int argc, char **argv)
     }
     const bsq_media_info *mi = bsq_media_in_info(in);
     const int W = mi->width, H = mi->height;
-    if (bsq_stream_create(e.ctx, BSQ_STREAM_ENCODE, H, W, &e.stream, &err) != BSQ_OK) {
-        cli_error("encode: %s", err.message);
+    /* the coded size: what the tokens cover; decoders resample back to W x H */
+    int CW = W, CH = H;
+    if (coded_w > 0) {
+        CW = coded_w;
+        CH = coded_h;
+    } else if (scale > 0) {
+        long cw = lround(W * scale), ch = lround(H * scale);
+        if (cw > 65535 || ch > 65535) {
+            cli_error("encode: --scale %g makes %ldx%ld, above 65535 a side", scale, cw, ch);
+            goto done;
+        }
+        CW = cw < 1 ? 1 : (int)cw;
+        CH = ch < 1 ? 1 : (int)ch;
+    }
+    if (bsq_stream_create(e.ctx, BSQ_STREAM_ENCODE, CH, CW, &e.stream, &err) != BSQ_OK) {
+        cli_error("encode: %s%s", err.message,
+                  CW != W || CH != H ? " (at the coded size asked for)" : "");
         goto done;
     }
     rgb = malloc((size_t)W * H * 3);
-    if (!rgb) {
+    if (CW != W || CH != H) {
+        resized = malloc((size_t)CW * CH * 3);
+        rs = bsq_resizer_create();
+    }
+    if (!rgb || ((CW != W || CH != H) && (!resized || !rs))) {
         cli_error("encode: out of memory");
         goto done;
     }
@@ -204,7 +257,13 @@ int cmd_encode(int argc, char **argv)
             break;
         if (seen++ < (uint64_t)start)
             continue;
-        if (bsq_stream_encode_rgb8(e.stream, rgb, (size_t)W * 3, &tok, &err) != BSQ_OK) {
+        if (resized && bsq_resize_rgb8(rs, rgb, W, H, (size_t)W * 3, resized, CW, CH, (size_t)CW * 3,
+                                     &err) != BSQ_OK) {
+            cli_error("encode: frame %llu: %s", (unsigned long long)seen - 1, err.message);
+            goto done;
+        }
+        if (bsq_stream_encode_rgb8(e.stream, resized ? resized : rgb, (size_t)CW * 3, &tok, &err) !=
+            BSQ_OK) {
             cli_error("encode: frame %llu: %s", (unsigned long long)seen - 1, err.message);
             goto done;
         }
@@ -315,6 +374,8 @@ done:
     bsq_context_destroy(e.ctx);
     bsq_media_in_close(in);
     bsq_model_close(model);
+    bsq_resizer_destroy(rs);
+    free(resized);
     free(rgb);
     return rc;
 }

@@ -93,14 +93,14 @@ int cmd_info(int argc, char **argv)
                "\"tokens\": {\"L\": %d, \"grid\": [%d, %d], \"tiles\": [%d, %d], \"frames_per_gop\": %d}, "
                "\"tokenizer_fingerprint\": \"%s\", \"prior\": \"%s\", \"prior_fingerprint\": \"%s\", "
                "\"bytes\": %lld, \"bits_per_pixel\": %.6f, \"raw_bits_per_pixel\": %.6f, "
-               "\"index\": \"%s\", \"complete\": %s}\n",
+               "\"coded_size\": [%d, %d], \"index\": \"%s\", \"complete\": %s}\n",
                s->version_major, s->version_minor, s->width, s->height, s->time_base_num,
                s->time_base_den, s->frame_rate_num, s->frame_rate_den, s->sar_num, s->sar_den,
                s->color_primaries, s->color_transfer, s->color_matrix, s->color_range, s->rotation,
                (unsigned long long)s->frame_count, (unsigned long long)frames,
                (unsigned long long)gops, s->L, s->grid_h, s->grid_w, s->tiles_y, s->tiles_x,
                s->num_frames, tfp, s->prior_name, pfp, (long long)end, bpp, raw,
-               from_footer ? "footer" : "scan", ok ? "true" : "false");
+               s->token_width, s->token_height, from_footer ? "footer" : "scan", ok ? "true" : "false");
     } else {
         printf("%s: bsq %u.%u, %ux%u", path, s->version_major, s->version_minor, s->width,
                s->height);
@@ -112,6 +112,9 @@ int cmd_info(int argc, char **argv)
                (unsigned long long)s->frame_count, from_footer ? "from footer" : "by scanning");
         printf("  tokens        L=%d, %dx%d per tile, %dx%d tiles, up to %d frames per GOP\n", s->L,
                s->grid_w, s->grid_h, s->tiles_x, s->tiles_y, s->num_frames);
+        if ((uint32_t)s->token_width != s->width || (uint32_t)s->token_height != s->height)
+            printf("  coded size    %dx%d (resampled to %ux%u when decoded)\n", s->token_width,
+                   s->token_height, s->width, s->height);
         printf("  colour        primaries %u, transfer %u, matrix %u, range %u\n",
                s->color_primaries, s->color_transfer, s->color_matrix, s->color_range);
         if (s->sar_num && s->sar_den)

@@ -9,26 +9,27 @@
 #include <string.h>
 
 #include <libavutil/mem.h>
-#include <libavutil/pixfmt.h>
-#include <libswscale/swscale.h>
 
 #include "error.h"
 #include "media.h"
-
-/* Bit-exact C paths and accurate rounding: the same pixels on every CPU. */
-#define PREP_SWS_FLAGS (SWS_BICUBIC | SWS_ACCURATE_RND | SWS_BITEXACT)
+#include "resize.h"
 
 struct bsq_prep {
-    uint8_t *rgb;          /* the decoded picture, RGB24 */
+    uint8_t *rgb;     /* the decoded picture, RGB24 */
     size_t rgb_cap;
-    uint8_t *planes;       /* 3 source planes, then 3 resized planes */
-    size_t planes_cap;
-    struct SwsContext *sws;
+    uint8_t *resized; /* short side N, before the crop */
+    size_t resized_cap;
+    bsq_resizer *rs;
 };
 
 bsq_prep *bsq_prep_create(void)
 {
-    return calloc(1, sizeof(bsq_prep));
+    bsq_prep *p = calloc(1, sizeof(bsq_prep));
+    if (p && !(p->rs = bsq_resizer_create())) {
+        free(p);
+        p = NULL;
+    }
+    return p;
 }
 
 void bsq_prep_destroy(bsq_prep *p)
@@ -36,8 +37,8 @@ void bsq_prep_destroy(bsq_prep *p)
     if (!p)
         return;
     av_free(p->rgb);
-    av_free(p->planes);
-    sws_freeContext(p->sws);
+    av_free(p->resized);
+    bsq_resizer_destroy(p->rs);
     free(p);
 }
 
@@ -71,54 +72,25 @@ bsq_status bsq_prep_resize_crop(bsq_prep *p, const uint8_t *rgb, int W, int H, s
     if (rh < N)
         rh = N;
     const int x0 = (int)((rw - N) / 2), y0 = (int)((rh - N) / 2);
-    if (rw == W && rh == H) { /* already the right size: crop only */
-        for (int y = 0; y < N; y++)
-            memcpy(dst + (size_t)y * N * 3, rgb + (size_t)(y0 + y) * stride + (size_t)x0 * 3,
-                   (size_t)N * 3);
-        return BSQ_OK;
+    const uint8_t *from = rgb;
+    size_t from_stride = stride;
+    if (rw != W || rh != H) {
+        if (rw > (1 << 16) || rh > (1 << 16))
+            return bsq_fail(err, BSQ_ERR_UNSUPPORTED,
+                            "a %dx%d image is too elongated to resize to a short side of %d", W,
+                            H, N);
+        from_stride = ALIGN64((size_t)rw * 3);
+        if (!grow(&p->resized, &p->resized_cap, from_stride * (size_t)rh))
+            return bsq_fail(err, BSQ_ERR_NOMEM, "out of memory for a %dx%d image", W, H);
+        bsq_status st = bsq_resize_rgb8(p->rs, rgb, W, H, stride, p->resized, (int)rw, (int)rh,
+                                        from_stride, err);
+        if (st != BSQ_OK)
+            return st;
+        from = p->resized;
     }
-    if (rw > (1 << 16) || rh > (1 << 16))
-        return bsq_fail(err, BSQ_ERR_UNSUPPORTED,
-                        "a %dx%d image is too elongated to resize to a short side of %d", W, H, N);
-    /* Each plane on its own, as GRAY8: swscale then only filters (an RGB
-     * format would go through its YUV intermediate). */
-    const size_t ss = ALIGN64((size_t)W), ds = ALIGN64((size_t)rw);
-    const size_t src_plane = ss * (size_t)H, dst_plane = ds * (size_t)rh;
-    if (!grow(&p->planes, &p->planes_cap, 3 * (src_plane + dst_plane) + 64))
-        return bsq_fail(err, BSQ_ERR_NOMEM, "out of memory for a %dx%d image", W, H);
-    uint8_t *sp = p->planes, *dp = p->planes + 3 * src_plane;
-    for (int y = 0; y < H; y++) {
-        const uint8_t *s = rgb + (size_t)y * stride;
-        uint8_t *r = sp + (size_t)y * ss, *g = r + src_plane, *b = g + src_plane;
-        for (int x = 0; x < W; x++) {
-            r[x] = s[3 * x];
-            g[x] = s[3 * x + 1];
-            b[x] = s[3 * x + 2];
-        }
-    }
-    static const double bicubic_bc[2] = {0.0, 0.5}; /* B, C: Catmull-Rom */
-    p->sws = sws_getCachedContext(p->sws, W, H, AV_PIX_FMT_GRAY8, (int)rw, (int)rh,
-                                  AV_PIX_FMT_GRAY8, PREP_SWS_FLAGS, NULL, NULL, bicubic_bc);
-    if (!p->sws)
-        return bsq_fail(err, BSQ_ERR_UNSUPPORTED, "cannot resize %dx%d to %lldx%lld", W, H,
-                        (long long)rw, (long long)rh);
-    for (int c = 0; c < 3; c++) {
-        const uint8_t *in[4] = {sp + c * src_plane, NULL, NULL, NULL};
-        uint8_t *out[4] = {dp + c * dst_plane, NULL, NULL, NULL};
-        int in_stride[4] = {(int)ss, 0, 0, 0}, out_stride[4] = {(int)ds, 0, 0, 0};
-        if (sws_scale(p->sws, in, in_stride, 0, H, out, out_stride) != (int)rh)
-            return bsq_fail(err, BSQ_ERR_UNSUPPORTED, "resizing %dx%d to %lldx%lld failed", W, H,
-                            (long long)rw, (long long)rh);
-    }
-    for (int y = 0; y < N; y++) {
-        const uint8_t *r = dp + (size_t)(y0 + y) * ds + x0, *g = r + dst_plane, *b = g + dst_plane;
-        uint8_t *d = dst + (size_t)y * N * 3;
-        for (int x = 0; x < N; x++) {
-            d[3 * x] = r[x];
-            d[3 * x + 1] = g[x];
-            d[3 * x + 2] = b[x];
-        }
-    }
+    for (int y = 0; y < N; y++)
+        memcpy(dst + (size_t)y * N * 3, from + (size_t)(y0 + y) * from_stride + (size_t)x0 * 3,
+               (size_t)N * 3);
     return BSQ_OK;
 }
 

@@ -1,16 +1,9 @@
 /* Image preparation for dataset tokenization: the first picture of a file,
  * resized so that its short side is N, then centre-cropped to N x N.
  *
- * Resampling: libswscale bicubic with B = 0, C = 0.5 (Keys' kernel with
- * a = -0.5, i.e. Catmull-Rom, the kernel of PIL's BICUBIC), applied to each
- * of the R, G and B planes separately on the 8-bit gamma-encoded values
- * (no colour-space round trip), with accurate rounding and swscale's
- * bit-exact C code paths, so every machine makes the same pixels. When
- * shrinking, swscale stretches the kernel by the scale factor (it covers 4
- * source pixels per output pixel and axis times the factor), which
- * low-pass filters the image first: anti-aliased, as PIL and torchvision's
- * antialias=True do. An image already N pixels on its short side is not
- * resampled.
+ * Resampling: resize.h (swscale Catmull-Rom bicubic per RGB plane,
+ * bit-exact, anti-aliased when shrinking). An image already N pixels on its
+ * short side is not resampled.
  *
  * Sizes: with W <= H the image becomes N x floor(H * N / W) (and the other
  * way round), as torchvision's Resize(N) computes it; the crop starts at
