@@ -39,18 +39,29 @@ ok "a quick run" 0 $?
 for f in points.csv summary.csv compare.csv report.md; do
     [ -s "$tmp/out/$f" ]; ok "writes $f" 0 $?
 done
-ok "one row of ours per set" 2 "$(grep -c ',ours,' "$tmp/out/points.csv")"
+ok "four rows of ours per set (the default --scales)" 8 "$(grep -c ',ours,' "$tmp/out/points.csv")"
 ok "four JPEG points on the image" 4 "$(grep -c '^images,m.png,jpeg-' "$tmp/out/points.csv")"
 if "$ffmpeg" -hide_banner -encoders 2>/dev/null | grep -q libx264; then
     ok "four x264 points on the clip" 4 "$(grep -c '^clips,t.mkv,x264,' "$tmp/out/points.csv")"
 fi
-grep -q '^images,m.png,ours,img32_w64_l2_L18g9.weights,96,64,1,' "$tmp/out/points.csv"
-ok "our image row: cropped to 96x64" 0 $?
-grep -q '^clips,t.mkv,ours,vid4x32_w64_l2_L18g9_blockcausal.weights,64,48,8,' "$tmp/out/points.csv"
-ok "our clip row: 8 frames of 64x48" 0 $?
-grep -q '^| ours | img32' "$tmp/report.txt"; ok "the report's table has our point" 0 $?
+grep -q '^images,m.png,ours,img32_w64_l2_L18g9.weights@0.5,96,64,1,' "$tmp/out/points.csv"
+ok "our image row at --scale 0.5: measured at 96x64" 0 $?
+grep -q '^clips,t.mkv,ours,vid4x32_w64_l2_L18g9_blockcausal.weights@1.41,64,48,8,' "$tmp/out/points.csv"
+ok "our clip row at --scale 1.41: 8 frames of 64x48" 0 $?
+# more tokens, more bytes: the four points of a set are in order of rate
+for set in images clips; do
+    grep "^$set,.*,ours," "$tmp/out/points.csv" | cut -d, -f9 | sort -c -g
+    ok "$set: bpp grows with the scale" 0 $?
+done
+grep -q '^| ours | img32_w64_l2_L18g9.weights@0.71 ' "$tmp/report.txt"; ok "the report's table has our points" 0 $?
 grep -q 'ours against the baselines (images)' "$tmp/report.txt"; ok "matched-bpp comparison" 0 $?
-grep -q 'Bjontegaard deltas need at least 4 points' "$tmp/report.txt"; ok "says why there is no BD-rate" 0 $?
+# (random weights: the PSNR ranges need not overlap, so BD-rate may be n/a)
+grep -q '^| jpeg-[a-z]* | [0-9]* | \(n/a\|[-+][0-9.]*%\) | [-+][0-9.]* |' "$tmp/report.txt"
+ok "a Bjontegaard row against JPEG" 0 $?
+q --quick --bsqcodec "$bin" --images "$tmp/images" --sets images --image-model "$img" \
+    --methods ours,jpeg --scales 1 -j 2 -o "$tmp/out1" > "$tmp/report1.txt" 2>/dev/null
+ok "one scale" 0 $?
+grep -q 'Bjontegaard deltas need at least 4 points' "$tmp/report1.txt"; ok "says why there is no BD-rate" 0 $?
 cmp -s "$tmp/report.txt" "$tmp/out/report.md"; ok "report.md is what was printed" 0 $?
 [ -z "$(ls "$tmp/out" | grep '^work-')" ]; ok "no work files left" 0 $?
 
@@ -61,6 +72,7 @@ q --bsqcodec "$bin" --images "$tmp/none" --clips "$tmp/none" -o "$tmp/o3" > /dev
 ok "no inputs is an error" 2 $?
 grep -q 'no inputs' "$tmp/err"; ok "saying so" 0 $?
 q --methods ours,mpeg2 > /dev/null 2>&1; ok "an unknown method is a usage error" 2 $?
+q --scales 0.5,9 > /dev/null 2>&1; ok "a scale above 4 is a usage error" 2 $?
 q --help | grep -q -- '--image-model'; ok "--help" 0 $?
 
 echo "$pass passed, $fails failed"
