@@ -192,6 +192,16 @@ bsq_status bsq_encode_rgb8(bsq_context *ctx, const uint8_t *rgb, int width,
 bsq_status bsq_decode_rgb8(bsq_context *ctx, const bsq_tokens *tokens,
                            uint8_t *rgb, size_t stride, bsq_error *err);
 
+/* The size that the tiles of a width x height picture cover: along each
+ * axis the model's tile size when the picture fits in one tile, else the
+ * span of the tiles bsq_encode would place there (at most 65535; the
+ * picture's own size where the span would pass that). A picture resampled
+ * to this size is coded with as many tokens as at its own size, each token
+ * covering fewer of its pixels, so it reconstructs better at the same rate
+ * (bsqcodec encode does this unless told not to). */
+bsq_status bsq_tile_cover_size(const bsq_config *config, int width, int height,
+                               int *cover_width, int *cover_height, bsq_error *err);
+
 /* Interleaved RGB24 <-> planar float [3][height][width] in [-1, 1] (x =
  * rgb8 / 127.5 - 1; back with rounding and clamping). */
 void bsq_rgb8_to_planar(const uint8_t *rgb, int width, int height, size_t stride, float *planar);

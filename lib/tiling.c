@@ -1,5 +1,7 @@
 #include "tiling.h"
 
+#include "bsq.h"
+#include "error.h"
 #include "tile_math.h"
 
 int bsq_tile_overlap(int size)
@@ -20,6 +22,31 @@ int bsq_tile_count(int total, int size)
 }
 
 int bsq_tile_pos(int i, int n, int total, int size) { return bsq_tile_start(i, n, total, size); }
+
+/* the largest total that bsq_tile_count() still covers with its tiles */
+static int tile_cover(int total, int size)
+{
+    if (total <= size)
+        return size;
+    long span = size + (long)(bsq_tile_count(total, size) - 1) * (size - bsq_tile_overlap(size));
+    return span > 65535 ? total : (int)span;
+}
+
+bsq_status bsq_tile_cover_size(const bsq_config *config, int width, int height,
+                               int *cover_width, int *cover_height, bsq_error *err)
+{
+    if (!config || !cover_width || !cover_height)
+        return bsq_fail(err, BSQ_ERR_INVALID_ARGUMENT, "bsq_tile_cover_size: NULL argument");
+    if (width < 1 || height < 1 || width > 65535 || height > 65535)
+        return bsq_fail(err, BSQ_ERR_INVALID_ARGUMENT, "picture size %dx%d out of range (1..65535)",
+                        width, height);
+    if (config->image_width < 1 || config->image_height < 1)
+        return bsq_fail(err, BSQ_ERR_INVALID_ARGUMENT, "the model's tile size %dx%d is not valid",
+                        config->image_width, config->image_height);
+    *cover_width = tile_cover(width, config->image_width);
+    *cover_height = tile_cover(height, config->image_height);
+    return BSQ_OK;
+}
 
 void bsq_tile_extract(const float *img, int T, int H, int W, int y0, int x0, int th, int tw,
                       float *tile)

@@ -128,6 +128,45 @@ static void tiled_roundtrip(int W, int H)
     bsq_model_close(m);
 }
 
+/* The cover size: as many tiles as the picture's own size needs, and one
+ * pixel more would need another row or column of them. */
+START_TEST(test_tile_cover_size)
+{
+    bsq_config cfg;
+    memset(&cfg, 0, sizeof cfg);
+    cfg.image_width = 128;
+    cfg.image_height = 32;
+    bsq_error err;
+    int cw, ch;
+    ck_assert_int_eq(bsq_tile_cover_size(&cfg, 640, 360, &cw, &ch, &err), BSQ_OK);
+    ck_assert_int_eq(cw, 728); /* 6 tiles of 128 overlapping by 8 */
+    ck_assert_int_eq(ch, 362); /* 12 tiles of 32 overlapping by 2 */
+    ck_assert_int_eq(bsq_tile_cover_size(&cfg, 100, 7, &cw, &ch, &err), BSQ_OK);
+    ck_assert_int_eq(cw, 128); /* one tile: its size */
+    ck_assert_int_eq(ch, 32);
+    ck_assert_int_eq(bsq_tile_cover_size(&cfg, 65535, 65535, &cw, &ch, &err), BSQ_OK);
+    ck_assert_int_eq(cw, 65535); /* the span would pass 65535: the size itself */
+    ck_assert_int_le(ch, 65535);
+    const int sizes[] = {8, 32, 128, 224};
+    for (int k = 0; k < 4; k++) {
+        cfg.image_width = cfg.image_height = sizes[k];
+        for (int total = 1; total <= 3000; total++) {
+            ck_assert_int_eq(bsq_tile_cover_size(&cfg, total, total, &cw, &ch, &err), BSQ_OK);
+            ck_assert_int_eq(cw, ch);
+            ck_assert_int_ge(cw, total);
+            ck_assert_int_ge(cw, sizes[k]);
+            ck_assert_int_eq(bsq_tile_count(cw, sizes[k]), bsq_tile_count(total, sizes[k]));
+            ck_assert_int_eq(bsq_tile_count(cw + 1, sizes[k]), bsq_tile_count(total, sizes[k]) + 1);
+        }
+    }
+    ck_assert_int_eq(bsq_tile_cover_size(&cfg, 0, 5, &cw, &ch, &err), BSQ_ERR_INVALID_ARGUMENT);
+    ck_assert_int_eq(bsq_tile_cover_size(&cfg, 5, 70000, &cw, &ch, &err), BSQ_ERR_INVALID_ARGUMENT);
+    ck_assert_int_eq(bsq_tile_cover_size(NULL, 5, 5, &cw, &ch, &err), BSQ_ERR_INVALID_ARGUMENT);
+    cfg.image_width = 0;
+    ck_assert_int_eq(bsq_tile_cover_size(&cfg, 5, 5, &cw, &ch, &err), BSQ_ERR_INVALID_ARGUMENT);
+}
+END_TEST
+
 START_TEST(test_tiled_odd_size) { tiled_roundtrip(101, 43); }
 END_TEST
 START_TEST(test_tiled_smaller_than_model) { tiled_roundtrip(20, 9); }
@@ -284,6 +323,7 @@ int main(void)
     TCase *tc = tcase_create("any-size");
     tcase_set_timeout(tc, 300);
     tcase_add_test(tc, test_tile_placement_covers);
+    tcase_add_test(tc, test_tile_cover_size);
     tcase_add_test(tc, test_tiled_odd_size);
     tcase_add_test(tc, test_tiled_smaller_than_model);
     tcase_add_test(tc, test_tiled_exact_multiple);

@@ -103,26 +103,31 @@ cmp -s "$tmp/p.bsq" "$tmp/a.bsq"; ok "changes nothing (the CPU is fp32)" 0 $?
 "$bin" decode "$tmp/i1.bsq" -o "$tmp/i1.y4m" -m "$img" -q && "$bin" decode "$tmp/i8.bsq" -o "$tmp/i8.y4m" -m "$img" -q
 cmp -s "$tmp/i1.y4m" "$tmp/i8.y4m"; ok "same pictures whatever the GOP" 0 $?
 
-# --scale: the rate control. Tokens cover the coded size; decode resamples
-# back to the input's size, or writes the coded size with --coded-size.
+# --scale: the rate control. Tokens cover the coded size (the scaled size
+# stretched to fill the model's tiles, 32x32 overlapping by 2 here, unless
+# --no-fill); decode resamples back to the input's size, or writes the
+# coded size with --coded-size.
 jkey() { sed -n "s/.*\"$2\": \([^,}]*\).*/\1/p" "$1"; }
 "$bin" encode "$tmp/clip.mkv" -o "$tmp/s5.bsq" -m "$vid" -q --scale 0.5; ok "encode --scale 0.5" 0 $?
 "$bin" info --json "$tmp/s5.bsq" > "$tmp/s5.json"
 "$bin" info --json "$tmp/d.bsq" > "$tmp/s1.json"
 grep -q '"width": 72, "height": 40,' "$tmp/s5.json"; ok "the file keeps the input's size" 0 $?
-grep -q '"coded_size": \[36, 20\]' "$tmp/s5.json"; ok "and codes 36x20" 0 $?
-"$bin" info "$tmp/s5.bsq" | grep -q "coded size *36x20"; ok "info says the coded size" 0 $?
+grep -q '"coded_size": \[62, 32\]' "$tmp/s5.json"; ok "and codes 36x20 filled to its 2x1 tiles: 62x32" 0 $?
+"$bin" info "$tmp/s5.bsq" | grep -q "coded size *62x32"; ok "info says the coded size" 0 $?
+grep -q '"coded_size": \[92, 62\]' "$tmp/s1.json"; ok "the default fills the tiles too: 72x40 as 92x62" 0 $?
+"$bin" encode "$tmp/clip.mkv" -o "$tmp/s5n.bsq" -m "$vid" -q --scale 0.5 --no-fill
+"$bin" info --json "$tmp/s5n.bsq" | grep -q '"coded_size": \[36, 20\]'; ok "--no-fill codes 36x20" 0 $?
 awk -v a="$(jkey "$tmp/s5.json" raw_bits_per_pixel)" -v b="$(jkey "$tmp/s1.json" raw_bits_per_pixel)" \
     'BEGIN { exit !(a > 0 && a < b) }'; ok "fewer token bits per pixel than at scale 1" 0 $?
 "$bin" decode "$tmp/s5.bsq" -o "$tmp/s5.y4m" -m "$vid" -q; ok "decode it" 0 $?
 head -c 40 "$tmp/s5.y4m" | grep -q "W72 H40 "; ok "back at 72x40" 0 $?
 "$bin" decode "$tmp/s5.bsq" -o "$tmp/s5c.y4m" -m "$vid" -q --coded-size; ok "decode --coded-size" 0 $?
-head -c 40 "$tmp/s5c.y4m" | grep -q "W36 H20 "; ok "at 36x20" 0 $?
+head -c 40 "$tmp/s5c.y4m" | grep -q "W62 H32 "; ok "at 62x32" 0 $?
 "$bin" encode "$tmp/clip.mkv" -o "$tmp/sq.bsq" -m "$vid" -q --coded-size 40x40; ok "encode --coded-size 40x40" 0 $?
 "$bin" decode "$tmp/sq.bsq" -o "$tmp/sq.y4m" -m "$vid" -q --coded-size
 head -c 60 "$tmp/sq.y4m" | grep -q "W40 H40 .* A9:5 "; ok "square coded frames keep the picture's shape (SAR 9:5)" 0 $?
 "$bin" encode "$tmp/clip.mkv" -o "$tmp/s2.bsq" -m "$vid" -q --scale 1 --gop 16
-cmp -s "$tmp/s2.bsq" "$tmp/d.bsq"; ok "--scale 1 changes nothing" 0 $?
+cmp -s "$tmp/s2.bsq" "$tmp/d.bsq"; ok "--scale 1 is the default" 0 $?
 for bad in 0 0.1 4.5 x 1e400; do
     "$bin" encode "$tmp/clip.mkv" -o "$tmp/x.bsq" -m "$vid" -q --scale "$bad" 2>/dev/null
     ok "--scale $bad is a usage error" 2 $?
@@ -150,6 +155,14 @@ if [ "${HAVE_MODELS:-no}" = yes ]; then
         ok "PSNR at --scale $s ($psnr dB) above the one below ($last dB)" 0 $?
         last=$psnr
     done
+    # filling the tiles: the same tokens, a better picture
+    "$bin" encode "$tmp/photo.png" -o "$tmp/pn.bsq" -q --no-fill && "$bin" decode "$tmp/pn.bsq" -o "$tmp/pn.png" -q
+    "$bin" compare --json "$tmp/photo.png" "$tmp/pn.png" > "$tmp/pn.json"
+    "$bin" info --json "$tmp/p1.bsq" > "$tmp/p1i.json"; "$bin" info --json "$tmp/pn.bsq" > "$tmp/pni.json"
+    ok "filled or not, the same tokens" "$(jkey "$tmp/pni.json" raw_bits_per_pixel)" "$(jkey "$tmp/p1i.json" raw_bits_per_pixel)"
+    filled=$(jkey "$tmp/p1.json" psnr_rgb) plain=$(jkey "$tmp/pn.json" psnr_rgb)
+    awk -v a="$filled" -v b="$plain" 'BEGIN { exit !(a > b) }'
+    ok "filled tiles give the better picture ($filled dB, $plain dB without)" 0 $?
 fi
 ls -a "$tmp" | grep -q part-; ok "no temporary files left" 1 $?
 "$bin" encode --help | grep -q -- --gop; ok "encode --help" 0 $?
