@@ -56,7 +56,7 @@ done
 grep -q '^| ours | img32_w64_l2_L18g9.weights@0.71 ' "$tmp/report.txt"; ok "the report's table has our points" 0 $?
 grep -q 'ours against the baselines (images)' "$tmp/report.txt"; ok "matched-bpp comparison" 0 $?
 # (random weights: the PSNR ranges need not overlap, so BD-rate may be n/a)
-grep -q '^| jpeg-[a-z]* | [0-9]* | \(n/a\|[-+][0-9.]*%\) | [-+][0-9.]* |' "$tmp/report.txt"
+grep -q '^| jpeg-[a-z]* | [0-9]* / [0-9]* | \(n/a\|[-+][0-9.]*%\) | [-+][0-9.]* |' "$tmp/report.txt"
 ok "a Bjontegaard row against JPEG" 0 $?
 q --quick --bsqcodec "$bin" --images "$tmp/images" --sets images --image-model "$img" \
     --methods ours,jpeg --scales 1 -j 2 -o "$tmp/out1" > "$tmp/report1.txt" 2>/dev/null
@@ -64,6 +64,13 @@ ok "one scale" 0 $?
 grep -q 'Bjontegaard deltas need at least 4 points' "$tmp/report1.txt"; ok "says why there is no BD-rate" 0 $?
 cmp -s "$tmp/report.txt" "$tmp/out/report.md"; ok "report.md is what was printed" 0 $?
 [ -z "$(ls "$tmp/out" | grep '^work-')" ]; ok "no work files left" 0 $?
+q --reanalyse "$tmp/out/points.csv" -o "$tmp/again" > "$tmp/again.txt" 2>/dev/null
+ok "--reanalyse" 0 $?
+tail -n +4 "$tmp/report.txt" | grep -v "^Plot: " > "$tmp/r1"; tail -n +4 "$tmp/again.txt" | grep -v "^Plot: " > "$tmp/r2"
+cmp -s "$tmp/r1" "$tmp/r2"; ok "gives the same tables from points.csv" 0 $?
+cmp -s "$tmp/out/summary.csv" "$tmp/again/summary.csv"; ok "and the same summary.csv" 0 $?
+printf 'a,b\n1,2\n' > "$tmp/bad.csv"
+q --reanalyse "$tmp/bad.csv" -o "$tmp/again2" > /dev/null 2>&1; ok "--reanalyse of another CSV is an error" 2 $?
 
 q --images "$tmp/images" --clips "$tmp/none" --image-model "$tmp/nothing.safetensors" \
     -o "$tmp/o2" > /dev/null 2>&1
