@@ -27,7 +27,7 @@ static void usage(FILE *f)
             "      --prior P       auto (default: learned when a network for the model is at\n"
             "                      hand, else context), context or learned\n"
             "      --prior-model F the learned prior's network (bsqcodec train-prior); the\n"
-            "                      default video model has one built in\n"
+            "                      default models have theirs built in\n"
             "  -g, --gop N         frames per GOP, 1..1024 (default: 16, or the smallest\n"
             "                      multiple of a video model's block from 16 up); the\n"
             "                      prior's context spans a GOP\n"

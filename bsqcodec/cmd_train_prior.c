@@ -9,6 +9,7 @@
 #include "cli.h"
 #include "commands.h"
 #include "media.h"
+#include "resize.h"
 #include "train/prior_train.h"
 
 static void usage(FILE *f)
@@ -29,19 +30,23 @@ static void usage(FILE *f)
             "      --epochs N       passes over the tokens (4)\n"
             "      --lr X           Adam's learning rate, decayed linearly (2e-3)\n"
             "      --seed N         (1)\n"
+            "      --no-fill        tokenize the frames at their own size (encode --no-fill);\n"
+            "                       by default they are stretched to fill the model's tiles,\n"
+            "                       as encode codes them\n"
             "  -t, --threads N      tokenizer threads (all CPUs)\n"
             "  -q, --quiet          no per-epoch lines\n"
             "  -h, --help           show this help\n");
 }
 
 /* Tokens of every frame of one clip: *tokens malloc'd. */
-static int tokenize_clip(bsq_context *ctx, const char *path, int gop, long long max_frames,
-                         bsq_prior_clip *clip, uint64_t **tokens)
+static int tokenize_clip(bsq_context *ctx, const bsq_config *cfg, int fill, const char *path,
+                         int gop, long long max_frames, bsq_prior_clip *clip, uint64_t **tokens)
 {
     bsq_error err;
     bsq_media_in *in = NULL;
     bsq_stream *stream = NULL;
-    uint8_t *rgb = NULL;
+    bsq_resizer *rs = NULL;
+    uint8_t *rgb = NULL, *coded = NULL;
     float *planar = NULL;
     uint64_t *all = NULL;
     size_t per = 0, cap = 0;
@@ -52,11 +57,23 @@ static int tokenize_clip(bsq_context *ctx, const char *path, int gop, long long 
     }
     const bsq_media_info *mi = bsq_media_in_info(in);
     const int W = mi->width, H = mi->height;
+    int CW = W, CH = H; /* coded as encode codes them: stretched to fill the tiles */
+    if (fill && bsq_tile_cover_size(cfg, W, H, &CW, &CH, &err) != BSQ_OK) {
+        cli_error("train-prior: %s: %s", path, err.message);
+        goto done;
+    }
     rgb = malloc((size_t)W * H * 3);
-    planar = malloc((size_t)W * H * 3 * sizeof(float));
-    if (!rgb || !planar ||
-        bsq_stream_create(ctx, BSQ_STREAM_ENCODE, H, W, &stream, &err) != BSQ_OK) {
-        cli_error("train-prior: %s: %s", path, rgb && planar ? err.message : "out of memory");
+    planar = malloc((size_t)CW * CH * 3 * sizeof(float));
+    if (CW != W || CH != H) {
+        coded = malloc((size_t)CW * CH * 3);
+        rs = bsq_resizer_create();
+    }
+    if (!rgb || !planar || ((CW != W || CH != H) && (!coded || !rs))) {
+        cli_error("train-prior: out of memory");
+        goto done;
+    }
+    if (bsq_stream_create(ctx, BSQ_STREAM_ENCODE, CH, CW, &stream, &err) != BSQ_OK) {
+        cli_error("train-prior: %s: %s", path, err.message);
         goto done;
     }
     for (;;) {
@@ -69,7 +86,12 @@ static int tokenize_clip(bsq_context *ctx, const char *path, int gop, long long 
             break;
         if (frames % gop == 0)
             bsq_stream_restart(stream); /* as the encoder does at a GOP start */
-        bsq_rgb8_to_planar(rgb, W, H, (size_t)W * 3, planar);
+        if (coded && bsq_resize_rgb8(rs, rgb, W, H, (size_t)W * 3, coded, CW, CH, (size_t)CW * 3,
+                                     &err) != BSQ_OK) {
+            cli_error("train-prior: %s: %s", path, err.message);
+            goto done;
+        }
+        bsq_rgb8_to_planar(coded ? coded : rgb, CW, CH, (size_t)CW * 3, planar);
         bsq_tokens *tok;
         if (bsq_stream_encode(stream, planar, &tok, &err) != BSQ_OK) {
             cli_error("train-prior: %s: %s", path, err.message);
@@ -106,6 +128,8 @@ static int tokenize_clip(bsq_context *ctx, const char *path, int gop, long long 
 done:
     free(all);
     free(rgb);
+    free(coded);
+    bsq_resizer_destroy(rs);
     free(planar);
     bsq_stream_destroy(stream);
     bsq_media_in_close(in);
@@ -122,11 +146,12 @@ int cmd_train_prior(int argc, char **argv)
         {"epochs", required_argument, NULL, O_EPOCHS}, {"lr", required_argument, NULL, O_LR},
         {"seed", required_argument, NULL, O_SEED}, {"threads", required_argument, NULL, 't'},
         {"quiet", no_argument, NULL, 'q'},         {"help", no_argument, NULL, 'h'},
+        {"no-fill", no_argument, NULL, 'N'},
         {NULL, 0, NULL, 0}};
     const char *output = NULL, *model_path = NULL;
     long long gop = 16, max_frames = 0, hidden = 64, epochs = 4, seed = 1, threads = 0;
     double lr = 2e-3;
-    int quiet = 0, c;
+    int quiet = 0, fill = 1, c;
     optind = 1;
     while ((c = getopt_long(argc, argv, "o:m:g:t:qh", opts, NULL)) != -1) {
         int ok = 1;
@@ -146,6 +171,7 @@ int cmd_train_prior(int argc, char **argv)
             break;
         }
         case 'q': quiet = 1; break;
+        case 'N': fill = 0; break;
         case 'h': usage(stdout); return EXIT_OK;
         default: usage(stderr); return EXIT_USAGE;
         }
@@ -173,7 +199,8 @@ int cmd_train_prior(int argc, char **argv)
         goto done;
     }
     for (int i = 0; i < nclips; i++) {
-        if (tokenize_clip(ctx, argv[optind + i], (int)gop, max_frames, &clips[i], &toks[i]))
+        if (tokenize_clip(ctx, bsq_model_config(model), fill, argv[optind + i], (int)gop,
+                          max_frames, &clips[i], &toks[i]))
             goto done;
         clips[i].tokens = toks[i];
         if (!quiet)

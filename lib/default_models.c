@@ -29,9 +29,11 @@ __asm__(".section .rodata.bsq_models,\"a\"\n"
         ".previous\n");
 #ifdef BSQ_EMBED_PRIOR
 __asm__(".section .rodata.bsq_models,\"a\"\n"
-        EMBED(bsq_embedded_prior, "bsqvit-video-prior.safetensors")
+        EMBED(bsq_embedded_prior_image, "bsqvit-image-prior.safetensors")
+        EMBED(bsq_embedded_prior_video, "bsqvit-video-prior.safetensors")
         ".previous\n");
-extern const unsigned char bsq_embedded_prior[], bsq_embedded_prior_end[];
+extern const unsigned char bsq_embedded_prior_image[], bsq_embedded_prior_image_end[];
+extern const unsigned char bsq_embedded_prior_video[], bsq_embedded_prior_video_end[];
 #endif
 #undef EMBED
 extern const unsigned char bsq_embedded_image[], bsq_embedded_image_end[];
@@ -63,19 +65,24 @@ bsq_status bsq_prior_net_open_default(const uint8_t tokenizer_fp[32], bsq_prior_
                                       bsq_error *err)
 {
 #if defined(BSQ_MODELS_DIR) && defined(BSQ_EMBED_PRIOR)
-    bsq_prior_net *net;
-    bsq_status st = bsq_prior_net_open_memory(
-        bsq_embedded_prior, (size_t)(bsq_embedded_prior_end - bsq_embedded_prior), &net, err);
-    if (st != BSQ_OK)
-        return bsq_fail_prefix(err, st, "embedded learned prior");
-    if (memcmp(net->tokenizer, tokenizer_fp, 32)) {
+    /* one network per default model, each naming the tokenizer it is for */
+    const unsigned char *const nets[2][2] = {
+        {bsq_embedded_prior_image, bsq_embedded_prior_image_end},
+        {bsq_embedded_prior_video, bsq_embedded_prior_video_end}};
+    for (int i = 0; i < 2; i++) {
+        bsq_prior_net *net;
+        bsq_status st =
+            bsq_prior_net_open_memory(nets[i][0], (size_t)(nets[i][1] - nets[i][0]), &net, err);
+        if (st != BSQ_OK)
+            return bsq_fail_prefix(err, st, "embedded learned prior");
+        if (!memcmp(net->tokenizer, tokenizer_fp, 32)) {
+            *out = net;
+            return BSQ_OK;
+        }
         bsq_prior_net_free(net);
-        return bsq_fail(err, BSQ_ERR_UNSUPPORTED,
-                        "no built-in learned prior for this tokenizer (only for the default "
-                        "video model)");
     }
-    *out = net;
-    return BSQ_OK;
+    return bsq_fail(err, BSQ_ERR_UNSUPPORTED,
+                    "no built-in learned prior for this tokenizer (only for the default models)");
 #else
     (void)tokenizer_fp;
     (void)out;

@@ -8,7 +8,7 @@
 #
 # On the 2-core machine of the project this took about 3 hours for the image
 # model (7500 steps), 1 to 2 hours for the video model (3000 steps) and 1
-# minute for the prior.
+# to 2 minutes for each prior.
 set -eu
 bin=${1:-bsqcodec/bsqcodec}
 out=${OUT:-models}
@@ -39,6 +39,12 @@ vid --steps 800
 vid --steps 4000 --resume --until 1400
 vid --steps 3000 --resume
 
-# The learned prior for the video model, on its tokens of the training clips.
+# The learned prior for the video model, on its tokens of the training clips
+# (trained before encode stretched frames to fill the tiles: --no-fill).
 "$bin" train-prior data/train/clips/*.mkv -m "$out/bsqvit-video.safetensors" \
-    -o "$out/bsqvit-video-prior.safetensors" -t 2
+    -o "$out/bsqvit-video-prior.safetensors" -t 2 --no-fill
+
+# The learned prior for the image model, on its tokens of the training photos
+# (each a GOP of one frame) and clips (GOPs of 16).
+"$bin" train-prior data/train/images/*.png data/train/clips/*.mkv \
+    -m "$out/bsqvit-image.safetensors" -o "$out/bsqvit-image-prior.safetensors" -t 2

@@ -80,6 +80,15 @@ if [ "${HAVE_MODELS:-no}" = yes ]; then
     cmp -s "$tmp/dv.bsq" "$tmp/dm.bsq"; ok "the built-in model is models/bsqvit-video.safetensors" 0 $?
     "$bin" encode "$tmp/clip.mkv" -o "$tmp/dp.bsq" --prior-model "$models/bsqvit-video-prior.safetensors" -q
     cmp -s "$tmp/dv.bsq" "$tmp/dp.bsq"; ok "and its prior models/bsqvit-video-prior.safetensors" 0 $?
+    "$bin" info "$tmp/di.bsq" | grep -q "prior *learned"; ok "a still: with the image model's learned prior" 0 $?
+    "$bin" encode "$tmp/still.png" -o "$tmp/dip.bsq" --prior-model "$models/bsqvit-image-prior.safetensors" -q
+    cmp -s "$tmp/di.bsq" "$tmp/dip.bsq"; ok "which is models/bsqvit-image-prior.safetensors" 0 $?
+    "$bin" encode "$tmp/still.png" -o "$tmp/dic.bsq" --prior context -q
+    [ "$(wc -c < "$tmp/dic.bsq")" -gt "$(wc -c < "$tmp/di.bsq")" ]; ok "and codes it smaller than the context prior" 0 $?
+    "$bin" encode "$tmp/still.png" -o "$tmp/dvp.bsq" -m "$models/bsqvit-image.safetensors" \
+        --prior-model "$models/bsqvit-video-prior.safetensors" -q 2> "$tmp/err"
+    ok "the video model's prior with the image model is refused" 1 $?
+    grep -q "another tokenizer" "$tmp/err"; ok "saying it was trained on another tokenizer's tokens" 0 $?
     "$bin" decode "$tmp/di.bsq" -o "$tmp/di.png" -q; ok "decode finds the image model" 0 $?
     "$bin" decode "$tmp/a.bsq" -o "$tmp/x.y4m" -q 2> "$tmp/err"
     ok "a file of another model without -m is an error" 1 $?

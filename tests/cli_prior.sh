@@ -24,6 +24,9 @@ ok() { if [ "$2" = "$3" ]; then pass=$((pass + 1)); echo "ok: $1"; else fails=$(
 ok "train-prior" 0 $?
 "$bin" train-prior "$tmp/a.mkv" "$tmp/b.mkv" -m "$vid" -o "$tmp/p2.safetensors" --epochs 2 --hidden 16 -q
 cmp -s "$tmp/p.safetensors" "$tmp/p2.safetensors"; ok "the same run gives the same network" 0 $?
+"$bin" train-prior "$tmp/a.mkv" "$tmp/b.mkv" -m "$vid" -o "$tmp/pn.safetensors" --epochs 2 --hidden 16 -q --no-fill
+ok "train-prior --no-fill" 0 $?
+cmp -s "$tmp/p.safetensors" "$tmp/pn.safetensors"; ok "trains on other tokens (frames not stretched to fill the tiles)" 1 $?
 
 "$bin" encode "$tmp/a.mkv" -o "$tmp/l.bsq" -m "$vid" --prior learned --prior-model "$tmp/p.safetensors" -q
 ok "encode with the learned prior" 0 $?
