@@ -41,6 +41,16 @@ static void usage(FILE *f)
             "  -h, --help            show this help\n");
 }
 
+static uint64_t gcd64(uint64_t a, uint64_t b)
+{
+    while (b) {
+        uint64_t t = a % b;
+        a = b;
+        b = t;
+    }
+    return a ? a : 1;
+}
+
 static void report_damage(void *opaque, int64_t offset, const char *message)
 {
     (void)opaque;
@@ -197,17 +207,21 @@ int cmd_decode(int argc, char **argv)
         mopt.sample_aspect_ratio = (bsq_rational){(int)si->sar_num, (int)si->sar_den};
     if (OW != (int)si->width || OH != (int)si->height) {
         /* coded frames stretched by another factor across than down keep
-         * the picture's shape through their sample aspect ratio */
-        uint64_t n = (uint64_t)(si->sar_num && si->sar_den ? si->sar_num : 1) * si->width * OH;
-        uint64_t d = (uint64_t)(si->sar_num && si->sar_den ? si->sar_den : 1) * si->height * OW;
-        uint64_t g = n, r = d;
-        while (r) { /* g = gcd(n, d) */
-            uint64_t t = g % r;
-            g = r;
-            r = t;
-        }
-        n /= g;
-        d /= g;
+         * the picture's shape through their sample aspect ratio:
+         * sar * (width * OH) / (height * OW), reduced factor by factor so
+         * that no product passes 64 bits */
+        uint64_t a = (uint64_t)si->width * (uint64_t)OH, b = (uint64_t)si->height * (uint64_t)OW;
+        uint64_t sn = si->sar_num && si->sar_den ? si->sar_num : 1;
+        uint64_t sd = si->sar_num && si->sar_den ? si->sar_den : 1;
+        uint64_t g = gcd64(a, b);
+        a /= g, b /= g;
+        g = gcd64(sn, sd);
+        sn /= g, sd /= g;
+        g = gcd64(a, sd);
+        a /= g, sd /= g;
+        g = gcd64(sn, b);
+        sn /= g, b /= g;
+        uint64_t n = a * sn, d = b * sd; /* each factor < 2^32 */
         while (n > INT32_MAX || d > INT32_MAX) { /* approximate beyond int range */
             n >>= 1;
             d >>= 1;

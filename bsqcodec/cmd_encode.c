@@ -133,11 +133,12 @@ int cmd_encode(int argc, char **argv)
             break;
         }
         case 'C': {
-            char x;
-            int used = 0;
-            if (sscanf(optarg, "%d%c%d%n", &coded_w, &x, &coded_h, &used) != 3 ||
-                optarg[used] != 0 || (x != 'x' && x != 'X') ||
-                coded_w < 1 || coded_h < 1 || coded_w > 65535 || coded_h > 65535) {
+            char *x, *end;
+            long w = strtol(optarg, &x, 10), h = x != optarg && (*x == 'x' || *x == 'X')
+                                                     ? strtol(x + 1, &end, 10) : 0;
+            coded_w = w >= 1 && w <= 65535 ? (int)w : 0;
+            coded_h = h >= 1 && h <= 65535 && end != x + 1 && !*end ? (int)h : 0;
+            if (!coded_w || !coded_h) {
                 cli_error("encode: --coded-size takes WxH, 1..65535 each, such as 640x360");
                 return EXIT_USAGE;
             }
