@@ -133,6 +133,14 @@ bsq_prior *cli_open_prior(const char *kind, const char *prior_model, const bsq_m
     return p;
 }
 
+int cli_thread_count(long long threads)
+{
+    if (threads > 0)
+        return threads > 1024 ? 1024 : (int)threads;
+    long n = sysconf(_SC_NPROCESSORS_ONLN);
+    return n > 0 ? (n > 1024 ? 1024 : (int)n) : 1;
+}
+
 char *cli_temp_name(const char *final)
 {
     const char *slash = strrchr(final, '/');

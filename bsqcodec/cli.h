@@ -40,6 +40,8 @@ void cli_cleanup_on_signal(const char *path);
 
 /* Parses a non-negative integer option; 0 on failure. */
 int cli_parse_count(const char *s, long long max, long long *out);
+/* A --threads value as a count: itself when positive, else the online CPUs. */
+int cli_thread_count(long long threads);
 
 /* --precision: a long option's value in the commands that open a context */
 #define CLI_OPT_PRECISION 0x150

@@ -190,7 +190,7 @@ int cmd_decode(int argc, char **argv)
     rgb = malloc((size_t)W * H * 3);
     if (OW != W || OH != H) {
         shown = malloc((size_t)OW * OH * 3);
-        rs = bsq_resizer_create();
+        rs = bsq_resizer_create(cli_thread_count(threads));
     }
     if (!tokens || !rgb || ((OW != W || OH != H) && (!shown || !rs)) ||
         bsq_tokens_create(&lay, &tok, &err) != BSQ_OK) {

@@ -238,7 +238,7 @@ int cmd_encode(int argc, char **argv)
     rgb = malloc((size_t)W * H * 3);
     if (CW != W || CH != H) {
         resized = malloc((size_t)CW * CH * 3);
-        rs = bsq_resizer_create();
+        rs = bsq_resizer_create(cli_thread_count(threads));
     }
     if (!rgb || ((CW != W || CH != H) && (!resized || !rs))) {
         cli_error("encode: out of memory");

@@ -39,8 +39,9 @@ static void usage(FILE *f)
 }
 
 /* Tokens of every frame of one clip: *tokens malloc'd. */
-static int tokenize_clip(bsq_context *ctx, const bsq_config *cfg, int fill, const char *path,
-                         int gop, long long max_frames, bsq_prior_clip *clip, uint64_t **tokens)
+static int tokenize_clip(bsq_context *ctx, const bsq_config *cfg, int fill, int threads,
+                         const char *path, int gop, long long max_frames, bsq_prior_clip *clip,
+                         uint64_t **tokens)
 {
     bsq_error err;
     bsq_media_in *in = NULL;
@@ -66,7 +67,7 @@ static int tokenize_clip(bsq_context *ctx, const bsq_config *cfg, int fill, cons
     planar = malloc((size_t)CW * CH * 3 * sizeof(float));
     if (CW != W || CH != H) {
         coded = malloc((size_t)CW * CH * 3);
-        rs = bsq_resizer_create();
+        rs = bsq_resizer_create(threads);
     }
     if (!rgb || !planar || ((CW != W || CH != H) && (!coded || !rs))) {
         cli_error("train-prior: out of memory");
@@ -199,8 +200,8 @@ int cmd_train_prior(int argc, char **argv)
         goto done;
     }
     for (int i = 0; i < nclips; i++) {
-        if (tokenize_clip(ctx, bsq_model_config(model), fill, argv[optind + i], (int)gop,
-                          max_frames, &clips[i], &toks[i]))
+        if (tokenize_clip(ctx, bsq_model_config(model), fill, cli_thread_count(threads),
+                          argv[optind + i], (int)gop, max_frames, &clips[i], &toks[i]))
             goto done;
         clips[i].tokens = toks[i];
         if (!quiet)

@@ -25,7 +25,7 @@ struct bsq_prep {
 bsq_prep *bsq_prep_create(void)
 {
     bsq_prep *p = calloc(1, sizeof(bsq_prep));
-    if (p && !(p->rs = bsq_resizer_create())) {
+    if (p && !(p->rs = bsq_resizer_create(1) /* callers run one per thread */)) {
         free(p);
         p = NULL;
     }

@@ -5,6 +5,7 @@
 
 #include "resize.h"
 
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -21,12 +22,16 @@
 struct bsq_resizer {
     uint8_t *planes; /* 3 source planes, then 3 resized planes */
     size_t planes_cap;
-    struct SwsContext *sws;
+    struct SwsContext *sws[3]; /* one per plane: a context is not shared by threads */
+    int threads;
 };
 
-bsq_resizer *bsq_resizer_create(void)
+bsq_resizer *bsq_resizer_create(int threads)
 {
-    return calloc(1, sizeof(bsq_resizer));
+    bsq_resizer *r = calloc(1, sizeof(bsq_resizer));
+    if (r)
+        r->threads = threads < 1 ? 1 : threads > 3 ? 3 : threads;
+    return r;
 }
 
 void bsq_resizer_destroy(bsq_resizer *r)
@@ -34,8 +39,27 @@ void bsq_resizer_destroy(bsq_resizer *r)
     if (!r)
         return;
     av_free(r->planes);
-    sws_freeContext(r->sws);
+    for (int c = 0; c < 3; c++)
+        sws_freeContext(r->sws[c]);
     free(r);
+}
+
+typedef struct plane_job {
+    struct SwsContext *sws;
+    const uint8_t *in;
+    uint8_t *out;
+    int in_stride, out_stride, in_h, out_h;
+    int ok;
+} plane_job;
+
+static void *scale_plane(void *arg)
+{
+    plane_job *j = arg;
+    const uint8_t *in[4] = {j->in, NULL, NULL, NULL};
+    uint8_t *out[4] = {j->out, NULL, NULL, NULL};
+    int is[4] = {j->in_stride, 0, 0, 0}, os[4] = {j->out_stride, 0, 0, 0};
+    j->ok = sws_scale(j->sws, in, is, 0, j->in_h, out, os) == j->out_h;
+    return NULL;
 }
 
 #define ALIGN64(x) (((x) + 63) & ~(size_t)63)
@@ -76,18 +100,33 @@ bsq_status bsq_resize_rgb8(bsq_resizer *r, const uint8_t *src, int sw, int sh, s
         }
     }
     static const double bicubic_bc[2] = {0.0, 0.5}; /* B, C: Catmull-Rom */
-    r->sws = sws_getCachedContext(r->sws, sw, sh, AV_PIX_FMT_GRAY8, dw, dh, AV_PIX_FMT_GRAY8,
-                                  RESIZE_SWS_FLAGS, NULL, NULL, bicubic_bc);
-    if (!r->sws)
-        return bsq_fail(err, BSQ_ERR_UNSUPPORTED, "cannot resize %dx%d to %dx%d", sw, sh, dw, dh);
+    plane_job jobs[3];
     for (int c = 0; c < 3; c++) {
-        const uint8_t *in[4] = {sp + c * src_plane, NULL, NULL, NULL};
-        uint8_t *out[4] = {dp + c * dst_plane, NULL, NULL, NULL};
-        int in_stride[4] = {(int)ss, 0, 0, 0}, out_stride[4] = {(int)ds, 0, 0, 0};
-        if (sws_scale(r->sws, in, in_stride, 0, sh, out, out_stride) != dh)
+        r->sws[c] = sws_getCachedContext(r->sws[c], sw, sh, AV_PIX_FMT_GRAY8, dw, dh,
+                                         AV_PIX_FMT_GRAY8, RESIZE_SWS_FLAGS, NULL, NULL,
+                                         bicubic_bc);
+        if (!r->sws[c])
+            return bsq_fail(err, BSQ_ERR_UNSUPPORTED, "cannot resize %dx%d to %dx%d", sw, sh,
+                            dw, dh);
+        jobs[c] = (plane_job){r->sws[c], sp + c * src_plane, dp + c * dst_plane, (int)ss,
+                              (int)ds, sh, dh, 0};
+    }
+    /* the planes side by side on up to 3 threads (bit-exact either way);
+     * a thread that cannot start leaves its plane to this one */
+    pthread_t tid[3];
+    int started[3] = {0, 0, 0};
+    for (int c = 1; c < r->threads; c++)
+        started[c] = pthread_create(&tid[c], NULL, scale_plane, &jobs[c]) == 0;
+    for (int c = 0; c < 3; c++)
+        if (c == 0 || c >= r->threads || !started[c])
+            scale_plane(&jobs[c]);
+    for (int c = 1; c < 3; c++)
+        if (started[c])
+            pthread_join(tid[c], NULL);
+    for (int c = 0; c < 3; c++)
+        if (!jobs[c].ok)
             return bsq_fail(err, BSQ_ERR_UNSUPPORTED, "resizing %dx%d to %dx%d failed", sw, sh,
                             dw, dh);
-    }
     for (int y = 0; y < dh; y++) {
         const uint8_t *pr = dp + (size_t)y * ds, *pg = pr + dst_plane, *pb = pg + dst_plane;
         uint8_t *d = dst + (size_t)y * dstride;

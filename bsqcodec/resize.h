@@ -17,11 +17,12 @@
 
 #include "bsq.h"
 
-/* Scratch planes and a cached scaler, reused from picture to picture; one
- * per thread. */
+/* Scratch planes and cached scalers, reused from picture to picture; one
+ * per calling thread. `threads` (1..3; others are clamped) scale the R, G
+ * and B planes side by side: the same pixels whatever the count. */
 typedef struct bsq_resizer bsq_resizer;
 
-bsq_resizer *bsq_resizer_create(void);
+bsq_resizer *bsq_resizer_create(int threads);
 void bsq_resizer_destroy(bsq_resizer *r);
 
 /* Resamples src (sw x sh, sstride bytes per row) to dst (dw x dh, dstride
