@@ -136,7 +136,7 @@ int cmd_decode(int argc, char **argv)
     bsq_media_out *mo = NULL;
     bsq_tokens *tok = NULL;
     uint64_t *tokens = NULL;
-    uint8_t *rgb = NULL, *shown = NULL;
+    uint8_t *rgb = NULL;
     bsq_resizer *rs = NULL;
     char *tmp = NULL;
     /* outputs that are one file are written under a temporary name */
@@ -188,11 +188,8 @@ int cmd_decode(int argc, char **argv)
                             .height = H, .width = W};
     tokens = malloc(per_frame * si->num_frames * sizeof(uint64_t));
     rgb = malloc((size_t)W * H * 3);
-    if (OW != W || OH != H) {
-        shown = malloc((size_t)OW * OH * 3);
-        rs = bsq_resizer_create(cli_thread_count(threads));
-    }
-    if (!tokens || !rgb || ((OW != W || OH != H) && (!shown || !rs)) ||
+    rs = bsq_resizer_create(cli_thread_count(threads));
+    if (!tokens || !rgb || !rs ||
         bsq_tokens_create(&lay, &tok, &err) != BSQ_OK) {
         cli_error("decode: out of memory");
         goto done;
@@ -293,13 +290,12 @@ int cmd_decode(int argc, char **argv)
             if (g->first_frame + f < (uint64_t)start ||
                 (max_frames >= 0 && written >= max_frames))
                 continue;
-            if (shown && bsq_resize_rgb8(rs, rgb, W, H, (size_t)W * 3, shown, OW, OH,
-                                         (size_t)OW * 3, &err) != BSQ_OK) {
+            const uint8_t *shown;
+            if (bsq_resize_frame(rs, rgb, W, H, (size_t)W * 3, OW, OH, &shown, &err) != BSQ_OK) {
                 cli_error("decode: %s", err.message);
                 goto done;
             }
-            if (bsq_media_out_write(mo, shown ? shown : rgb, (size_t)OW * 3, g->pts[f], &err) !=
-                BSQ_OK) {
+            if (bsq_media_out_write(mo, shown, (size_t)OW * 3, g->pts[f], &err) != BSQ_OK) {
                 cli_error("decode: %s: %s", output, err.message);
                 goto done;
             }
@@ -335,7 +331,6 @@ done:
     bsq_tokens_free(tok);
     free(tokens);
     free(rgb);
-    free(shown);
     bsq_resizer_destroy(rs);
     if (prior)
         prior->ops->destroy(prior);

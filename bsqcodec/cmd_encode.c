@@ -192,7 +192,7 @@ int cmd_encode(int argc, char **argv)
     bsq_media_in *in = NULL;
     FILE *out = NULL;
     char *tmp = NULL;
-    uint8_t *rgb = NULL, *resized = NULL;
+    uint8_t *rgb = NULL;
     bsq_resizer *rs = NULL;
     bsq_tokens *tok = NULL;
     int to_stdout = strcmp(output, "-") == 0;
@@ -236,11 +236,8 @@ int cmd_encode(int argc, char **argv)
         goto done;
     }
     rgb = malloc((size_t)W * H * 3);
-    if (CW != W || CH != H) {
-        resized = malloc((size_t)CW * CH * 3);
-        rs = bsq_resizer_create(cli_thread_count(threads));
-    }
-    if (!rgb || ((CW != W || CH != H) && (!resized || !rs))) {
+    rs = bsq_resizer_create(cli_thread_count(threads));
+    if (!rgb || !rs) {
         cli_error("encode: out of memory");
         goto done;
     }
@@ -270,13 +267,9 @@ int cmd_encode(int argc, char **argv)
             break;
         if (seen++ < (uint64_t)start)
             continue;
-        if (resized && bsq_resize_rgb8(rs, rgb, W, H, (size_t)W * 3, resized, CW, CH, (size_t)CW * 3,
-                                     &err) != BSQ_OK) {
-            cli_error("encode: frame %llu: %s", (unsigned long long)seen - 1, err.message);
-            goto done;
-        }
-        if (bsq_stream_encode_rgb8(e.stream, resized ? resized : rgb, (size_t)CW * 3, &tok, &err) !=
-            BSQ_OK) {
+        const uint8_t *frame;
+        if (bsq_resize_frame(rs, rgb, W, H, (size_t)W * 3, CW, CH, &frame, &err) != BSQ_OK ||
+            bsq_stream_encode_rgb8(e.stream, frame, (size_t)CW * 3, &tok, &err) != BSQ_OK) {
             cli_error("encode: frame %llu: %s", (unsigned long long)seen - 1, err.message);
             goto done;
         }
@@ -388,7 +381,6 @@ done:
     bsq_media_in_close(in);
     bsq_model_close(model);
     bsq_resizer_destroy(rs);
-    free(resized);
     free(rgb);
     return rc;
 }

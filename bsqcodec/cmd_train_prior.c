@@ -47,7 +47,7 @@ static int tokenize_clip(bsq_context *ctx, const bsq_config *cfg, int fill, int 
     bsq_media_in *in = NULL;
     bsq_stream *stream = NULL;
     bsq_resizer *rs = NULL;
-    uint8_t *rgb = NULL, *coded = NULL;
+    uint8_t *rgb = NULL;
     float *planar = NULL;
     uint64_t *all = NULL;
     size_t per = 0, cap = 0;
@@ -65,11 +65,8 @@ static int tokenize_clip(bsq_context *ctx, const bsq_config *cfg, int fill, int 
     }
     rgb = malloc((size_t)W * H * 3);
     planar = malloc((size_t)CW * CH * 3 * sizeof(float));
-    if (CW != W || CH != H) {
-        coded = malloc((size_t)CW * CH * 3);
-        rs = bsq_resizer_create(threads);
-    }
-    if (!rgb || !planar || ((CW != W || CH != H) && (!coded || !rs))) {
+    rs = bsq_resizer_create(threads);
+    if (!rgb || !planar || !rs) {
         cli_error("train-prior: out of memory");
         goto done;
     }
@@ -87,12 +84,12 @@ static int tokenize_clip(bsq_context *ctx, const bsq_config *cfg, int fill, int 
             break;
         if (frames % gop == 0)
             bsq_stream_restart(stream); /* as the encoder does at a GOP start */
-        if (coded && bsq_resize_rgb8(rs, rgb, W, H, (size_t)W * 3, coded, CW, CH, (size_t)CW * 3,
-                                     &err) != BSQ_OK) {
+        const uint8_t *frame;
+        if (bsq_resize_frame(rs, rgb, W, H, (size_t)W * 3, CW, CH, &frame, &err) != BSQ_OK) {
             cli_error("train-prior: %s: %s", path, err.message);
             goto done;
         }
-        bsq_rgb8_to_planar(coded ? coded : rgb, CW, CH, (size_t)CW * 3, planar);
+        bsq_rgb8_to_planar(frame, CW, CH, (size_t)CW * 3, planar);
         bsq_tokens *tok;
         if (bsq_stream_encode(stream, planar, &tok, &err) != BSQ_OK) {
             cli_error("train-prior: %s: %s", path, err.message);
@@ -129,7 +126,6 @@ static int tokenize_clip(bsq_context *ctx, const bsq_config *cfg, int fill, int 
 done:
     free(all);
     free(rgb);
-    free(coded);
     bsq_resizer_destroy(rs);
     free(planar);
     bsq_stream_destroy(stream);

@@ -15,10 +15,8 @@
 #include "resize.h"
 
 struct bsq_prep {
-    uint8_t *rgb;     /* the decoded picture, RGB24 */
+    uint8_t *rgb; /* the decoded picture, RGB24 */
     size_t rgb_cap;
-    uint8_t *resized; /* short side N, before the crop */
-    size_t resized_cap;
     bsq_resizer *rs;
 };
 
@@ -37,7 +35,6 @@ void bsq_prep_destroy(bsq_prep *p)
     if (!p)
         return;
     av_free(p->rgb);
-    av_free(p->resized);
     bsq_resizer_destroy(p->rs);
     free(p);
 }
@@ -72,22 +69,14 @@ bsq_status bsq_prep_resize_crop(bsq_prep *p, const uint8_t *rgb, int W, int H, s
     if (rh < N)
         rh = N;
     const int x0 = (int)((rw - N) / 2), y0 = (int)((rh - N) / 2);
-    const uint8_t *from = rgb;
-    size_t from_stride = stride;
-    if (rw != W || rh != H) {
-        if (rw > (1 << 16) || rh > (1 << 16))
-            return bsq_fail(err, BSQ_ERR_UNSUPPORTED,
-                            "a %dx%d image is too elongated to resize to a short side of %d", W,
-                            H, N);
-        from_stride = ALIGN64((size_t)rw * 3);
-        if (!grow(&p->resized, &p->resized_cap, from_stride * (size_t)rh))
-            return bsq_fail(err, BSQ_ERR_NOMEM, "out of memory for a %dx%d image", W, H);
-        bsq_status st = bsq_resize_rgb8(p->rs, rgb, W, H, stride, p->resized, (int)rw, (int)rh,
-                                        from_stride, err);
-        if (st != BSQ_OK)
-            return st;
-        from = p->resized;
-    }
+    if (rw > (1 << 16) || rh > (1 << 16))
+        return bsq_fail(err, BSQ_ERR_UNSUPPORTED,
+                        "a %dx%d image is too elongated to resize to a short side of %d", W, H, N);
+    const uint8_t *from; /* rgb itself when already the right size: crop only */
+    bsq_status st = bsq_resize_frame(p->rs, rgb, W, H, stride, (int)rw, (int)rh, &from, err);
+    if (st != BSQ_OK)
+        return st;
+    const size_t from_stride = rw == W && rh == H ? stride : (size_t)rw * 3;
     for (int y = 0; y < N; y++)
         memcpy(dst + (size_t)y * N * 3, from + (size_t)(y0 + y) * from_stride + (size_t)x0 * 3,
                (size_t)N * 3);

@@ -22,6 +22,8 @@
 struct bsq_resizer {
     uint8_t *planes; /* 3 source planes, then 3 resized planes */
     size_t planes_cap;
+    uint8_t *frame; /* bsq_resize_frame's output */
+    size_t frame_cap;
     struct SwsContext *sws[3]; /* one per plane: a context is not shared by threads */
     int threads;
 };
@@ -39,6 +41,7 @@ void bsq_resizer_destroy(bsq_resizer *r)
     if (!r)
         return;
     av_free(r->planes);
+    av_free(r->frame);
     for (int c = 0; c < 3; c++)
         sws_freeContext(r->sws[c]);
     free(r);
@@ -137,4 +140,24 @@ bsq_status bsq_resize_rgb8(bsq_resizer *r, const uint8_t *src, int sw, int sh, s
         }
     }
     return BSQ_OK;
+}
+
+bsq_status bsq_resize_frame(bsq_resizer *r, const uint8_t *src, int sw, int sh, size_t sstride,
+                            int dw, int dh, const uint8_t **out, bsq_error *err)
+{
+    *out = src;
+    if (sw == dw && sh == dh)
+        return BSQ_OK;
+    size_t need = (size_t)(dw > 0 ? dw : 1) * (size_t)(dh > 0 ? dh : 1) * 3;
+    if (need > r->frame_cap) {
+        av_free(r->frame);
+        r->frame = av_malloc(need);
+        r->frame_cap = r->frame ? need : 0;
+        if (!r->frame)
+            return bsq_fail(err, BSQ_ERR_NOMEM, "out of memory for a %dx%d picture", dw, dh);
+    }
+    bsq_status st = bsq_resize_rgb8(r, src, sw, sh, sstride, r->frame, dw, dh, (size_t)dw * 3, err);
+    if (st == BSQ_OK)
+        *out = r->frame;
+    return st;
 }

@@ -30,4 +30,10 @@ void bsq_resizer_destroy(bsq_resizer *r);
 bsq_status bsq_resize_rgb8(bsq_resizer *r, const uint8_t *src, int sw, int sh, size_t sstride,
                            uint8_t *dst, int dw, int dh, size_t dstride, bsq_error *err);
 
+/* The same into a picture the resizer keeps: *out is that picture (dw * 3
+ * bytes per row, valid until the next call), or src itself when the sizes
+ * are equal. For callers that resample every frame of a stream. */
+bsq_status bsq_resize_frame(bsq_resizer *r, const uint8_t *src, int sw, int sh, size_t sstride,
+                            int dw, int dh, const uint8_t **out, bsq_error *err);
+
 #endif
